@@ -1,0 +1,28 @@
+"""Merge the per-folder results into the final JSON and log a summary."""
+
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+
+from concepts_extraction import jsonio
+from concepts_extraction.aggregate import merge_results, summary_table
+
+document = merge_results(
+    (jsonio.read_json(path) for path in snakemake.input),
+    model=snakemake.params.model,
+    num_concepts=snakemake.params.num_concepts,
+    skipped=snakemake.params.skipped,
+)
+jsonio.write_json(snakemake.output[0], document)
+
+summary = document["summary"]
+logging.info(
+    "Classified %d images, rejected %d, skipped %d; wrote %s",
+    summary["classified"],
+    summary["rejected"],
+    summary["skipped"],
+    snakemake.output[0],
+)
+logging.info("%s", summary_table(document).to_string(index=False))

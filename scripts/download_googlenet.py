@@ -1,0 +1,11 @@
+"""Download GoogLeNet once into resources/, for every classify job to reuse."""
+
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+
+from concepts_extraction.googlenet import download_googlenet
+
+download_googlenet(snakemake.params.handle, snakemake.output[0])

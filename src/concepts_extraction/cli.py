@@ -1,0 +1,167 @@
+"""The `concepts_extraction` command, compatible with the cluster tool it replaces.
+
+With -p it runs the Snakemake workflow on a folder, so results are cached per
+chunk; with -i it classifies one image in this process.
+"""
+
+import argparse
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import jsonio
+from .aggregate import merge_results, top_concepts
+from .classify import classify_files
+from .googlenet import TFHUB_HANDLE
+from .models import MODEL_NAMES, load_classifier, prepare_model
+
+logger = logging.getLogger("concepts_extraction")
+
+# Exit statuses: 0 when the run completed, whatever was rejected.
+EXIT_USAGE = 2
+EXIT_RUN_FAILED = 1
+
+
+def cache_dir() -> Path:
+    """Returns the folder for prepared models and workflow runs."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "concepts_extraction"
+
+
+def find_snakefile() -> Path:
+    """Finds the workflow's Snakefile in the checkout that the package comes from."""
+    override = os.environ.get("CONCEPTS_EXTRACTION_SNAKEFILE")
+    snakefile = Path(override) if override else Path(__file__).parents[2] / "Snakefile"
+    if not snakefile.is_file():
+        raise FileNotFoundError(
+            f"The workflow's Snakefile was not found at {snakefile}. Install the "
+            "package from a checkout with `pip install -e .`, or set "
+            "CONCEPTS_EXTRACTION_SNAKEFILE to the checkout's Snakefile."
+        )
+    return snakefile
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="concepts_extraction",
+        description="Top-N ImageNet concepts of images, as JSON.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "-p", "--input_path", help="folder of .jpg and .png images, searched recursively"
+    )
+    source.add_argument("-i", "--image", help="a single image")
+    parser.add_argument(
+        "-n", "--num_concepts", type=int, default=5,
+        help="concepts per image, most probable first (default: 5)",
+    )
+    parser.add_argument(
+        "-j", "--out_json", help="output JSON file (default: standard output)"
+    )
+    parser.add_argument("--model", choices=MODEL_NAMES, default="googlenet")
+    parser.add_argument(
+        "--model-handle", default=TFHUB_HANDLE,
+        help="GoogLeNet: URL of a TF-Hub model or .tar.gz, or a SavedModel folder",
+    )
+    parser.add_argument(
+        "--non-rgb", choices=("reject", "convert"), default="reject",
+        help="what to do with images that have not got 3 colour channels",
+    )
+    parser.add_argument(
+        "--cores", default="all", help="CPU cores to use (default: all)"
+    )
+    parser.add_argument(
+        "--workdir",
+        help="folder for the workflow's cached results (default: a folder per "
+        "input path under ~/.cache/concepts_extraction/runs)",
+    )
+    args = parser.parse_args(argv)
+    if not 1 <= args.num_concepts <= 1000:
+        parser.error(f"-n must be between 1 and 1000. Received: {args.num_concepts}")
+    return args
+
+
+def run_folder(args: argparse.Namespace) -> dict:
+    """Runs the Snakemake workflow on a folder and returns the final document."""
+    input_dir = Path(args.input_path).resolve()
+    key = hashlib.sha1(os.fsencode(input_dir), usedforsecurity=False).hexdigest()
+    workdir = Path(args.workdir or cache_dir() / "runs" / key[:16]).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    # The values go through a YAML file, so that no path is parsed as a number,
+    # a boolean or a KEY=VALUE list.
+    overrides = workdir / "config.cli.yaml"
+    overrides.write_text(
+        yaml.safe_dump(
+            {
+                "input_dir": str(input_dir),
+                "output": "results/concepts.json",
+                "model": args.model,
+                "googlenet_handle": args.model_handle,
+                "num_concepts": args.num_concepts,
+                "non_rgb": args.non_rgb,
+            }
+        )
+    )
+    snakefile = find_snakefile()
+    command = [
+        sys.executable, "-m", "snakemake",
+        "--snakefile", str(snakefile),
+        "--directory", str(workdir),
+        "--configfile", str(snakefile.parent / "config" / "config.yaml"),
+        str(overrides),
+        "--cores", str(args.cores),
+        "--rerun-incomplete",
+    ]  # fmt: skip
+    completed = subprocess.run(command, stdout=sys.stderr)
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"The workflow failed with exit status {completed.returncode}; its "
+            f"logs are under {workdir / 'logs'}."
+        )
+    return jsonio.read_json(workdir / "results" / "concepts.json")
+
+
+def run_image(args: argparse.Namespace) -> dict:
+    """Classifies one image in this process and returns the final document."""
+    image = Path(args.image)
+    if not image.is_file():
+        raise FileNotFoundError(f"The image {image} does not exist or is not a file.")
+
+    model_path = prepare_model(args.model, cache_dir() / "resources", args.model_handle)
+    classifier = load_classifier(args.model, model_path)
+    result = classify_files([(image.name, image)], classifier, non_rgb=args.non_rgb)
+    images = dict(zip(result.paths, top_concepts(result.probabilities, args.num_concepts)))
+    folder = {"images": images, "rejected": result.rejected, "converted": result.converted}
+    return merge_results([folder], args.model, args.num_concepts, skipped={})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command and returns its exit status."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        document = run_folder(args) if args.input_path else run_image(args)
+    except (OSError, RuntimeError, ValueError) as error:
+        logger.error("concepts_extraction: %s", error)
+        return EXIT_RUN_FAILED
+
+    summary = document["summary"]
+    logger.info(
+        "Classified %d images, rejected %d, skipped %d",
+        summary["classified"], summary["rejected"], summary["skipped"],
+    )  # fmt: skip
+    if args.out_json:
+        jsonio.write_json(args.out_json, document)
+    else:
+        sys.stdout.buffer.write(jsonio.dumps(document))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

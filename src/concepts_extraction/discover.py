@@ -1,0 +1,134 @@
+"""Discovery of the images in a tree of folders, and their split into chunks."""
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+IMAGE_COLUMNS = ["path", "folder", "size", "mtime_ns"]
+SKIPPED_COLUMNS = ["path", "reason"]
+
+
+def is_image_name(name: str) -> bool:
+    """Tells whether a file name has an image extension, in any letter case."""
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def folder_id(folder: str) -> str:
+    """Returns a short, stable id for a folder path relative to the input folder.
+
+    The id names the folder's files under `results/`, so no file or folder name
+    from the input tree ever appears in a wildcard or a shell command.
+    """
+    digest = hashlib.sha1(os.fsencode(folder or "."), usedforsecurity=False)
+    return digest.hexdigest()[:12]
+
+
+def _relative(path: str, root: str) -> str:
+    relative = os.path.relpath(path, root)
+    return "" if relative == "." else relative.replace(os.sep, "/")
+
+
+def _file_entry(entry: os.DirEntry, root: str) -> tuple[dict | None, dict | None]:
+    """Classifies one directory entry as an image row, a skipped row, or neither."""
+    relative = _relative(entry.path, root)
+    if entry.name.startswith("."):
+        return None, {"path": relative, "reason": "hidden file"}
+    if not is_image_name(entry.name):
+        return None, {"path": relative, "reason": "not a .jpg, .jpeg or .png name"}
+
+    try:
+        stat = entry.stat()
+    except OSError:
+        # A dangling symlink or an unreadable entry: validation rejects it with
+        # the operating system's reason, so it is listed as an image here.
+        return {"path": relative, "size": -1, "mtime_ns": -1}, None
+    return {"path": relative, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}, None
+
+
+def find_images(input_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Finds every image under `input_dir`, recursively.
+
+    Images are files named .jpg, .jpeg or .png in any letter case. Hidden files
+    and folders (names starting with a dot, such as macOS `._name.jpg` files and
+    `.DS_Store`) are skipped, and so are symbolic links to folders, which keeps
+    loops out. Symbolic links to files are followed.
+
+    Returns:
+        A pair of DataFrames. `images` has one row per image with its `path`
+        relative to `input_dir` (with / separators), its `folder` (the parent,
+        "" for the top) and the `size` and `mtime_ns` that decide reruns, sorted
+        by path. `skipped` lists the other entries with a `reason`.
+
+    Raises:
+        NotADirectoryError: if `input_dir` is not a folder.
+    """
+    root = os.fspath(input_dir)
+    if not os.path.isdir(root):
+        raise NotADirectoryError(
+            f"The input folder {root!r} does not exist or is not a folder. Set "
+            "input_dir in config/config.yaml (or -p) to a folder of images."
+        )
+
+    images, skipped = [], []
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                relative = _relative(entry.path, root)
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name.startswith("."):
+                        skipped.append({"path": relative, "reason": "hidden folder"})
+                    else:
+                        pending.append(entry.path)
+                elif entry.is_symlink() and entry.is_dir():
+                    skipped.append(
+                        {"path": relative, "reason": "symbolic link to a folder"}
+                    )
+                else:
+                    image, other = _file_entry(entry, root)
+                    if image is not None:
+                        image["folder"] = _relative(folder, root)
+                        images.append(image)
+                    if other is not None:
+                        skipped.append(other)
+
+    images = pd.DataFrame(images, columns=IMAGE_COLUMNS)
+    skipped = pd.DataFrame(skipped, columns=SKIPPED_COLUMNS)
+    return (
+        images.sort_values("path", ignore_index=True),
+        skipped.sort_values("path", ignore_index=True),
+    )
+
+
+def split_chunks(images: pd.DataFrame, chunk_size: int) -> pd.DataFrame:
+    """Assigns each image a folder id and a chunk number within its folder.
+
+    A folder with more than `chunk_size` images is split into the fewest chunks
+    of at most `chunk_size` images, of nearly equal size, in path order.
+
+    Returns:
+        A copy of `images` with the columns `folder_id` and `chunk` added.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1. Received: {chunk_size}")
+
+    chunked = images.copy()
+    chunked["folder_id"] = chunked["folder"].map(folder_id)
+    chunked["chunk"] = 0
+    for _, rows in chunked.groupby("folder", sort=False):
+        count = len(rows)
+        num_chunks = -(-count // chunk_size)
+        bounds = np.linspace(0, count, num_chunks + 1).round().astype(int)
+        chunk = np.searchsorted(bounds, np.arange(count), side="right") - 1
+        chunked.loc[rows.index, "chunk"] = chunk
+    return chunked
+
+
+def resolve(input_dir: str | os.PathLike, path: str) -> Path:
+    """Returns the file on disk for an image path relative to `input_dir`."""
+    return Path(input_dir, *path.split("/"))

@@ -1,0 +1,73 @@
+import functools
+import os
+import sys
+
+from snakemake.utils import validate
+
+# The package under src/ is the one implementation of every step. Putting it on
+# PYTHONPATH makes the scripts and cluster jobs import this checkout's copy.
+SRC_DIR = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, SRC_DIR)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [SRC_DIR] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
+
+from concepts_extraction import discover, models, steps
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+MODEL = config["model"]
+MODEL_PATH = f"resources/{models.model_filename(MODEL)}"
+CLASSIFY_DIR = f"results/classify/{MODEL}"
+FOLDERS_DIR = f"results/folders/{MODEL}"
+
+
+wildcard_constraints:
+    folder="[0-9a-f]{12}",
+    chunk="[0-9]+",
+
+
+# Discovery scans the input tree once, and only when an input function needs
+# it: cluster jobs run classify, whose inputs come from wildcards alone, so
+# they never rescan the tree.
+@functools.cache
+def discovered():
+    images, skipped = discover.find_images(config["input_dir"])
+    return discover.split_chunks(images, config["chunk_size"]), skipped
+
+
+@functools.cache
+def chunks_by_folder():
+    images, _ = discovered()
+    return images.groupby("folder_id")["chunk"].max().to_dict()
+
+
+def chunk_images(wildcards):
+    """Returns the (path, size, mtime_ns) of a chunk's images; a rerun trigger."""
+    images, _ = discovered()
+    rows = images[
+        (images["folder_id"] == wildcards.folder)
+        & (images["chunk"] == int(wildcards.chunk))
+    ]
+    return [tuple(row) for row in rows[["path", "size", "mtime_ns"]].itertuples(False)]
+
+
+def folder_chunks(wildcards):
+    last = chunks_by_folder()[wildcards.folder]
+    return [
+        f"{CLASSIFY_DIR}/{wildcards.folder}/{chunk}.npz" for chunk in range(last + 1)
+    ]
+
+
+def all_folders(wildcards):
+    return [f"{FOLDERS_DIR}/{folder}.json" for folder in sorted(chunks_by_folder())]
+
+
+def skipped_counts(wildcards):
+    _, skipped = discovered()
+    return skipped["reason"].value_counts().sort_index().to_dict()
+
+
+def classify_resource(name):
+    return lambda wildcards: config["classify"][name]
