@@ -1,4 +1,4 @@
-"""Compare the Keras EfficientNet-Lite0 port with the original PyTorch network.
+r"""Compare the Keras EfficientNet-Lite0 port with the original PyTorch network.
 
 This is a one-off verification, not part of the test suite. It needs two
 Python environments:
@@ -35,6 +35,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+# Everything else is imported inside functions on purpose: the --reference
+# mode runs in the torch environment, which has no TensorFlow or Keras, and
+# the comparison mode runs in the project environment, which has no torch.
 
 IMAGE_SIZE = 224
 PHOTOS = (
@@ -84,7 +88,7 @@ def _inputs(random_count: int, seed: int) -> tuple[list[str], np.ndarray]:
 
 
 def run_reference(inputs_path: Path, outputs_path: Path, pth_path: str) -> None:
-    """Run the PyTorch reference; executed inside the torch environment."""
+    """Run the PyTorch reference network. This runs in the torch environment."""
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -130,7 +134,9 @@ def _report(names: list[str], ours: np.ndarray, theirs: np.ndarray) -> None:
             f"{top5_ours[row][0]:>4} / {top5_theirs[row][0]:<4}    {same5}"
         )
     top1 = np.mean(top5_ours[:, 0] == top5_theirs[:, 0])
-    top5 = np.mean([set(a) == set(b) for a, b in zip(top5_ours, top5_theirs)])
+    top5 = np.mean(
+        [set(a) == set(b) for a, b in zip(top5_ours, top5_theirs, strict=True)]
+    )
     top5_ordered = np.mean(np.all(top5_ours == top5_theirs, axis=1))
     print(f"max |logit diff| over all inputs: {diff.max():.3e}")
     print(f"mean |logit diff|: {diff.mean():.3e}")
@@ -143,8 +149,10 @@ def compare(torch_python: str, random_count: int, seed: int) -> None:
     """Run both networks on the same inputs and print the comparison."""
     import keras
 
-    from concepts_extraction.efficientnet import build_efficientnet_lite0
-    from concepts_extraction.efficientnet import read_state_dict
+    from concepts_extraction.efficientnet import (
+        build_efficientnet_lite0,
+        read_state_dict,
+    )
 
     pth_path = _checkpoint_path()
     names, pixels = _inputs(random_count, seed)
@@ -170,7 +178,9 @@ def main() -> None:
     """Parse the command line and run one of the two modes."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--torch-python", default="/tmp/ref/bin/python")
-    parser.add_argument("--random", type=int, default=8, help="random inputs")
+    parser.add_argument(
+        "--random", type=int, default=8, help="number of random-pixel inputs"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference", nargs=3, metavar=("IN", "OUT", "PTH"))
     args = parser.parse_args()

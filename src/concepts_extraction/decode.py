@@ -157,10 +157,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _central_box(width: int, height: int, fraction: float) -> tuple[float, ...]:
-    crop_width, crop_height = width * fraction, height * fraction
-    left, top = (width - crop_width) / 2, (height - crop_height) / 2
-    return (left, top, left + crop_width, top + crop_height)
+def _central_box(width: int, height: int, fraction: float) -> tuple[int, ...]:
+    # Whole pixels, as in tf.image.central_crop, so that resizing never blends in
+    # pixels from outside the crop.
+    left = int((width - width * fraction) / 2)
+    top = int((height - height * fraction) / 2)
+    return (left, top, width - left, height - top)
 
 
 def load_image(
@@ -204,5 +206,6 @@ def load_image(
             raise ImageRejected(f"decoding failed: {e}") from None
 
         box = _central_box(image.width, image.height, central_fraction)
-        resized = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
+        cropped = image.crop(box)
+        resized = cropped.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(resized, dtype=np.uint8), info

@@ -76,7 +76,7 @@ _STAGES = (
 
 @dataclasses.dataclass(frozen=True)
 class _StorageKind:
-    """Stand-in for a ``torch.*Storage`` class: it only names a dtype."""
+    """Stand-in for a ``torch.*Storage`` class, which only names a dtype."""
 
     name: str
     dtype: np.dtype
@@ -155,7 +155,7 @@ def _rebuild_tensor(
     stride = _as_int_tuple(stride, "stride")
     if len(size) != len(stride):
         raise pickle.UnpicklingError(
-            f"expected tensor size and stride of equal length; "
+            "expected tensor size and stride of equal length; "
             f"received size {size} and stride {stride}"
         )
     return _PendingTensor(storage, storage_offset, size, stride)
@@ -176,8 +176,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     Args:
         stream: Binary stream positioned at the start of one pickle.
-        storages: Storages seen so far, by key, for the pickle that holds the
-            state dict; None for pickles that must not reference storages.
+        storages: Storages seen so far, by key, for the pickle that contains
+            the state dict. None rejects storage references, because the
+            header pickles and the storage key list contain none.
     """
 
     def __init__(
@@ -187,12 +188,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._storages = storages
 
     def find_class(self, module: str, name: str) -> Any:
-        """Return the local stand-in for an allowed global, refuse the rest."""
+        """Return the local stand-in for an allowed global, or raise for any other."""
         stand_in = _ALLOWED_GLOBALS.get((module, name))
         if stand_in is None:
             allowed = ", ".join(sorted(f"{m}.{n}" for m, n in _ALLOWED_GLOBALS))
             raise _ForbiddenGlobalError(
-                f"refusing to load global {module}.{name} from a checkpoint: "
+                "checkpoint pickle references a forbidden global: "
                 f"expected one of {allowed}; received {module}.{name}"
             )
         return stand_in
@@ -201,7 +202,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         """Resolve a ``('storage', type, key, location, numel, view)`` id."""
         if self._storages is None:
             raise pickle.UnpicklingError(
-                f"expected no storage reference in a checkpoint header pickle; "
+                "expected no storage reference in a checkpoint header pickle; "
                 f"received {pid!r}"
             )
         return _resolve_storage(pid, self._storages)
@@ -250,7 +251,7 @@ def _check_header(stream: io.BytesIO, path: Path) -> None:
         raise
     except _HEADER_ERRORS as error:
         raise ValueError(
-            f"expected a legacy PyTorch checkpoint that starts with a pickled "
+            "expected a legacy PyTorch checkpoint that starts with a pickled "
             f"magic number in {path}; received unreadable bytes ({error})"
         ) from error
     if type(magic) is not int or magic != _LEGACY_MAGIC_NUMBER:
@@ -308,7 +309,9 @@ def _materialise(name: str, tensor: _PendingTensor) -> np.ndarray:
             f"expected non-negative strides for tensor {name}; "
             f"received {tensor.stride}"
         )
-    last = tensor.offset + sum((n - 1) * s for n, s in zip(tensor.size, tensor.stride))
+    last = tensor.offset + sum(
+        (n - 1) * s for n, s in zip(tensor.size, tensor.stride, strict=True)
+    )
     if last >= data.size:
         raise ValueError(
             f"expected tensor {name} to fit in its storage of {data.size} "
@@ -396,8 +399,8 @@ _PARAM_SUFFIXES = {
     "bn": ("weight", "bias", "running_mean", "running_var"),
     "dense": ("weight", "bias"),
 }
-# BatchNorm's training step counter: present in the checkpoint, unused by
-# inference, so it is consumed without being loaded.
+# The checkpoint stores BatchNorm's training step counter, which inference does
+# not use, so it is accepted without being loaded.
 _IGNORED_SUFFIX = "num_batches_tracked"
 
 
@@ -419,75 +422,71 @@ def _relu6(x: Any, name: str) -> Any:
     return keras.layers.ReLU(max_value=6.0, name=name)(x)
 
 
-def _conv(
-    x: Any,
-    slots: list[_WeightSlot],
-    prefix: str,
-    filters: int,
-    kernel: int = 1,
-    stride: int = 1,
-) -> Any:
-    slot = _WeightSlot(_layer_name(prefix), prefix, "conv")
-    slots.append(slot)
-    layer = keras.layers.Conv2D(
-        filters,
-        kernel,
-        strides=stride,
-        padding="same",
-        use_bias=False,
-        name=slot.layer_name,
-    )
-    return layer(x)
+class _GraphBuilder:
+    """Adds weighted layers named after state dict prefixes, recording each."""
 
+    def __init__(self) -> None:
+        self.slots: list[_WeightSlot] = []
 
-def _depthwise(
-    x: Any, slots: list[_WeightSlot], prefix: str, kernel: int, stride: int
-) -> Any:
-    slot = _WeightSlot(_layer_name(prefix), prefix, "depthwise")
-    slots.append(slot)
-    layer = keras.layers.DepthwiseConv2D(
-        kernel, strides=stride, padding="same", use_bias=False, name=slot.layer_name
-    )
-    return layer(x)
+    def _name(self, prefix: str, kind: str) -> str:
+        slot = _WeightSlot(_layer_name(prefix), prefix, kind)
+        self.slots.append(slot)
+        return slot.layer_name
 
+    def conv(
+        self, x: Any, prefix: str, filters: int, kernel: int = 1, stride: int = 1
+    ) -> Any:
+        return keras.layers.Conv2D(
+            filters,
+            kernel,
+            strides=stride,
+            padding="same",
+            use_bias=False,
+            name=self._name(prefix, "conv"),
+        )(x)
 
-def _batch_norm(x: Any, slots: list[_WeightSlot], prefix: str) -> Any:
-    slot = _WeightSlot(_layer_name(prefix), prefix, "bn")
-    slots.append(slot)
-    layer = keras.layers.BatchNormalization(
-        momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=slot.layer_name
-    )
-    return layer(x)
+    def depthwise(self, x: Any, prefix: str, kernel: int, stride: int) -> Any:
+        return keras.layers.DepthwiseConv2D(
+            kernel,
+            strides=stride,
+            padding="same",
+            use_bias=False,
+            name=self._name(prefix, "depthwise"),
+        )(x)
 
+    def batch_norm(self, x: Any, prefix: str) -> Any:
+        return keras.layers.BatchNormalization(
+            momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=self._name(prefix, "bn")
+        )(x)
 
-def _mbconv_block(
-    x: Any,
-    slots: list[_WeightSlot],
-    index: int,
-    stage: tuple[int, int, int, int, int, int],
-) -> Any:
-    """Inverted residual block: expand, depthwise, project, maybe add."""
-    _, kernel, stride, expand_ratio, in_filters, out_filters = stage
-    prefix = f"_blocks.{index}"
-    name = _layer_name(prefix)
-    inputs = x
-    if expand_ratio != 1:
-        x = _conv(x, slots, f"{prefix}._expand_conv", in_filters * expand_ratio)
-        x = _relu6(_batch_norm(x, slots, f"{prefix}._bn0"), f"{name}_expand_relu6")
-    x = _depthwise(x, slots, f"{prefix}._depthwise_conv", kernel, stride)
-    x = _relu6(_batch_norm(x, slots, f"{prefix}._bn1"), f"{name}_depthwise_relu6")
-    x = _conv(x, slots, f"{prefix}._project_conv", out_filters)
-    x = _batch_norm(x, slots, f"{prefix}._bn2")
-    if stride == 1 and in_filters == out_filters:
-        x = keras.layers.Add(name=f"{name}_residual")([x, inputs])
-    return x
+    def dense(self, x: Any, prefix: str, units: int) -> Any:
+        return keras.layers.Dense(units, name=self._name(prefix, "dense"))(x)
+
+    def mbconv_block(
+        self, x: Any, index: int, stage: tuple[int, int, int, int, int, int]
+    ) -> Any:
+        """Inverted residual block: expand, depthwise, project, maybe add."""
+        _, kernel, stride, expand_ratio, in_filters, out_filters = stage
+        prefix = f"_blocks.{index}"
+        name = _layer_name(prefix)
+        inputs = x
+        if expand_ratio != 1:
+            x = self.conv(x, f"{prefix}._expand_conv", in_filters * expand_ratio)
+            x = _relu6(self.batch_norm(x, f"{prefix}._bn0"), f"{name}_expand_relu6")
+        x = self.depthwise(x, f"{prefix}._depthwise_conv", kernel, stride)
+        x = _relu6(self.batch_norm(x, f"{prefix}._bn1"), f"{name}_depthwise_relu6")
+        x = self.conv(x, f"{prefix}._project_conv", out_filters)
+        x = self.batch_norm(x, f"{prefix}._bn2")
+        if stride == 1 and in_filters == out_filters:
+            x = keras.layers.Add(name=f"{name}_residual")([x, inputs])
+        return x
 
 
 def _block_configs() -> list[tuple[int, int, int, int, int, int]]:
-    """Expand each stage into one config per block; repeats keep stride 1."""
+    """Expand each stage into one config per block, with stride 1 after the first."""
     configs = []
     for stage in _STAGES:
-        repeats, kernel, stride, expand_ratio, in_filters, out_filters = stage
+        repeats, kernel, _, expand_ratio, _, out_filters = stage
         configs.append(stage)
         repeat = (1, kernel, 1, expand_ratio, out_filters, out_filters)
         configs.extend([repeat] * (repeats - 1))
@@ -495,24 +494,24 @@ def _block_configs() -> list[tuple[int, int, int, int, int, int]]:
 
 
 def _lite0_graph() -> tuple[keras.Model, list[_WeightSlot]]:
-    slots: list[_WeightSlot] = []
+    builder = _GraphBuilder()
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32", name="image")
     x = keras.layers.Rescaling(
         scale=1.0 / _PIXEL_SCALE,
         offset=-_PIXEL_MEAN / _PIXEL_SCALE,
         name="normalise",
     )(inputs)
-    x = _conv(x, slots, "_conv_stem", _STEM_FILTERS, kernel=3, stride=2)
-    x = _relu6(_batch_norm(x, slots, "_bn0"), "stem_relu6")
+    x = builder.conv(x, "_conv_stem", _STEM_FILTERS, kernel=3, stride=2)
+    x = _relu6(builder.batch_norm(x, "_bn0"), "stem_relu6")
     for index, config in enumerate(_block_configs()):
-        x = _mbconv_block(x, slots, index, config)
-    x = _conv(x, slots, "_conv_head", _HEAD_FILTERS)
-    x = _relu6(_batch_norm(x, slots, "_bn1"), "head_relu6")
+        x = builder.mbconv_block(x, index, config)
+    x = builder.conv(x, "_conv_head", _HEAD_FILTERS)
+    x = _relu6(builder.batch_norm(x, "_bn1"), "head_relu6")
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = keras.layers.Dropout(_DROPOUT_RATE, name="dropout")(x)
-    slots.append(_WeightSlot("fc", "_fc", "dense"))
-    logits = keras.layers.Dense(NUM_CLASSES, name="fc")(x)
-    return keras.Model(inputs, logits, name="efficientnet_lite0"), slots
+    logits = builder.dense(x, "_fc", NUM_CLASSES)
+    model = keras.Model(inputs, logits, name="efficientnet_lite0")
+    return model, builder.slots
 
 
 _CONVERTERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -521,7 +520,7 @@ _CONVERTERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     # PyTorch (channels, 1, H, W) -> Keras (H, W, channels, 1).
     "depthwise": lambda w: w.transpose(2, 3, 0, 1),
     "bn": lambda w: w,
-    # Dense weight (out, in) -> (in, out); the bias is 1-D and unchanged.
+    # Dense weight (out, in) -> (in, out). The 1-D bias passes unchanged.
     "dense": lambda w: w.T if w.ndim == 2 else w,
 }
 
@@ -531,8 +530,7 @@ def _slot_arrays(
 ) -> list[np.ndarray]:
     convert = _CONVERTERS[slot.kind]
     return [
-        np.ascontiguousarray(convert(state_dict[f"{slot.prefix}.{suffix}"]))
-        .astype(np.float32, copy=False)
+        np.ascontiguousarray(convert(state_dict[f"{slot.prefix}.{suffix}"]), np.float32)
         for suffix in _PARAM_SUFFIXES[slot.kind]
     ]
 
@@ -562,7 +560,7 @@ def _load_weights(
     unused = sorted(set(state_dict) - set(needed) - ignored)
     if unused:
         raise ValueError(
-            f"expected only EfficientNet-Lite0 weights in the state dict; "
+            "expected only EfficientNet-Lite0 weights in the state dict; "
             f"received {len(unused)} unused entries: {unused}"
         )
     for slot in slots:
@@ -577,8 +575,8 @@ def build_efficientnet_lite0(state_dict: Mapping[str, np.ndarray]) -> keras.Mode
 
     Returns:
         A model that maps a float32 batch of shape (N, 224, 224, 3), RGB values
-        in [0, 255], to ImageNet logits of shape (N, 1000); it applies the
-        ``(x - 127) / 128`` normalisation itself and has no softmax.
+        in [0, 255], to ImageNet logits of shape (N, 1000). The model applies
+        the ``(x - 127) / 128`` normalisation itself and has no softmax.
 
     Raises:
         ValueError: If a weight is missing, unused or of the wrong shape.
@@ -608,6 +606,8 @@ def convert_efficientnet_lite0(
     Raises:
         ValueError: If ``out_path`` does not end in ``.keras`` or the
             checkpoint cannot be read or loaded (see `read_state_dict`).
+        pickle.UnpicklingError: If the checkpoint references a forbidden
+            global or contains malformed tensor records.
     """
     out_path = Path(out_path)
     if out_path.suffix != ".keras":

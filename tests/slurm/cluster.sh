@@ -117,14 +117,15 @@ live_pid() {
     printf '%s\n' "$pid"
 }
 
-# Run COMMAND every 0.2 s until it succeeds; fail after SECONDS.
+# Run COMMAND every 0.2 s until it succeeds; fail after SECONDS. Callers
+# wrap client commands in `timeout`, because a client that cannot reach a
+# daemon may retry for minutes.
 wait_for() {
     local seconds=$1; shift
-    local tries=$((seconds * 5))
-    while [ "$tries" -gt 0 ]; do
+    local deadline=$((SECONDS + seconds))
+    while [ "$SECONDS" -lt "$deadline" ]; do
         "$@" >/dev/null 2>&1 && return 0
         sleep 0.2
-        tries=$((tries - 1))
     done
     return 1
 }
@@ -189,6 +190,9 @@ EOF
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$DBD_PORT
+# With slurmdbd this names the munge socket for talking to slurmdbd; a
+# munged other than the system's needs it, despite the name.
+AccountingStoragePass=$MUNGE_SOCKET
 # jobacct_gather/linux records CPU time and memory for sacct (and for the
 # plugin's --slurm-efficiency-report).
 JobAcctGatherType=jobacct_gather/linux
@@ -272,13 +276,13 @@ EOF
     # slurmdbd has no option for its config file: it reads slurmdbd.conf
     # from the directory of SLURM_CONF.
     SLURM_CONF=$CONF slurmdbd || { show_log "$LOG_DIR/slurmdbd.log"; return 1; }
-    wait_for "$WAIT_SECONDS" sacctmgr --noheader list cluster \
+    wait_for "$WAIT_SECONDS" timeout 10 sacctmgr --noheader list cluster \
         || { log "slurmdbd does not answer"; show_log "$LOG_DIR/slurmdbd.log"; return 1; }
 }
 
 # Succeed once slurmd has registered and the node accepts jobs.
 node_is_idle() {
-    sinfo --noheader --partition="$PARTITION" --format=%t | grep -qx idle
+    timeout 10 sinfo --noheader --partition="$PARTITION" --format=%t | grep -qx idle
 }
 
 start() {
@@ -319,7 +323,7 @@ start() {
     fi
     # -c: cold start, so no job state from an earlier run is recovered.
     slurmctld -f "$CONF" -c || { show_log "$LOG_DIR/slurmctld.log"; false; }
-    wait_for "$WAIT_SECONDS" scontrol ping \
+    wait_for "$WAIT_SECONDS" timeout 10 scontrol ping \
         || { log "slurmctld does not answer"; show_log "$LOG_DIR/slurmctld.log"; false; }
     slurmd -f "$CONF" || { show_log "$LOG_DIR/slurmd.log"; false; }
     wait_for "$WAIT_SECONDS" node_is_idle \
@@ -346,7 +350,7 @@ stop_pid_file() {
 
 # Succeed when squeue lists no job that is still pending or running.
 no_active_jobs() {
-    [ -z "$(squeue --noheader --format=%i --states=PENDING,RUNNING,SUSPENDED,COMPLETING)" ]
+    [ -z "$(timeout 10 squeue --noheader --format=%i --states=PENDING,RUNNING,SUSPENDED,COMPLETING)" ]
 }
 
 stop_daemons() {
@@ -355,11 +359,11 @@ stop_daemons() {
     # Cancel leftover jobs first: their slurmstepd processes are not
     # children of slurmd and would outlive it.
     if live_pid "$CTLD_PID" >/dev/null && [ -f "$CONF" ]; then
-        jobs=$(squeue --noheader --format=%i --states=PENDING,RUNNING,SUSPENDED,COMPLETING 2>/dev/null || true)
+        jobs=$(timeout 10 squeue --noheader --format=%i --states=PENDING,RUNNING,SUSPENDED,COMPLETING 2>/dev/null || true)
         if [ -n "$jobs" ]; then
             log "cancelling jobs:" $jobs
             # shellcheck disable=SC2086
-            scancel $jobs || true
+            timeout 10 scancel $jobs || true
             wait_for 20 no_active_jobs || log "jobs still active after 20 s"
         fi
     fi

@@ -3,11 +3,11 @@ rule aggregate_folder:
         folder_chunks,
     output:
         f"{FOLDERS_DIR}/{{folder}}.json",
-    params:
-        num_concepts=config["num_concepts"],
     log:
         f"logs/aggregate_folder/{MODEL}/{{folder}}.log",
     localrule: True
+    params:
+        num_concepts=config["num_concepts"],
     run:
         steps.aggregate_folder(input, output[0], log[0], params.num_concepts)
 
@@ -17,12 +17,14 @@ rule aggregate_concepts:
         all_folders,
     output:
         config["output"],
+    log:
+        "logs/aggregate_concepts/aggregate.log",
+    localrule: True
+    conda:
+        "../../envs/concepts.yaml"
     params:
         model=MODEL,
         num_concepts=config["num_concepts"],
         skipped=skipped_counts,
-    log:
-        "logs/aggregate_concepts/aggregate.log",
-    localrule: True
     script:
         "../../scripts/aggregate_concepts.py"

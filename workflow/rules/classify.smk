@@ -4,14 +4,16 @@ rule classify:
         model=MODEL_PATH,
     output:
         f"{CLASSIFY_DIR}/{{folder}}/{{chunk}}.npz",
-    params:
-        model=MODEL,
     log:
         f"logs/classify/{MODEL}/{{folder}}/{{chunk}}.log",
+    conda:
+        classify_conda_env()
     threads: classify_resource("threads")
     resources:
         mem_mb=classify_resource("mem_mb"),
         runtime=classify_resource("runtime"),
         gpu=classify_resource("gpu"),
+    params:
+        model=MODEL,
     script:
         "../../scripts/classify.py"

@@ -4,16 +4,11 @@ import sys
 
 from snakemake.utils import validate
 
-# The package under src/ is the one implementation of every step. Putting it on
-# PYTHONPATH makes the scripts and cluster jobs import this checkout's copy.
-SRC_DIR = os.path.join(workflow.basedir, "src")
-sys.path.insert(0, SRC_DIR)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [SRC_DIR] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-)
+# The package under src/ is the one implementation of every step; the rules
+# import it here and the scripts put the same folder first on sys.path.
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 from concepts_extraction import discover, models, steps
-
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -71,3 +66,8 @@ def skipped_counts(wildcards):
 
 def classify_resource(name):
     return lambda wildcards: config["classify"][name]
+
+
+def classify_conda_env():
+    gpu = config["classify"]["gpu"] > 0
+    return f"../../envs/concepts{'-gpu' if gpu else ''}.yaml"

@@ -5,11 +5,13 @@
 rule download_googlenet:
     output:
         directory("resources/googlenet"),
-    params:
-        handle=config["googlenet_handle"],
     log:
         "logs/download_googlenet/download.log",
     localrule: True
+    conda:
+        "../../envs/concepts.yaml"
+    params:
+        handle=config["googlenet_handle"],
     script:
         "../../scripts/download_googlenet.py"
 
@@ -20,5 +22,7 @@ rule convert_efficientnet:
     log:
         "logs/convert_efficientnet/convert.log",
     localrule: True
+    conda:
+        "../../envs/concepts.yaml"
     script:
         "../../scripts/convert_efficientnet.py"

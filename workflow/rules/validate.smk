@@ -3,12 +3,12 @@ rule validate_images:
         "results/discover/{folder}/{chunk}.json",
     output:
         "results/validate/{folder}/{chunk}.json",
-    params:
-        non_rgb=config["non_rgb"],
-        max_pixels=config["max_pixels"],
     log:
         "logs/validate_images/{folder}/{chunk}.log",
     localrule: True
+    params:
+        non_rgb=config["non_rgb"],
+        max_pixels=config["max_pixels"],
     run:
         steps.validate_chunk(
             input[0],

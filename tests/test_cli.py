@@ -1,0 +1,131 @@
+"""The concepts_extraction command with the old tool's flags."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from concepts_extraction.cli import parse_args
+
+from workflow import REPO
+
+
+@pytest.fixture
+def cli_env(tmp_path, efficientnet_model):
+    """An environment whose model cache already holds the converted EfficientNet."""
+    cache = tmp_path / "cache"
+    resources = cache / "concepts_extraction" / "resources"
+    resources.mkdir(parents=True)
+    shutil.copy(efficientnet_model, resources / "efficientnet_lite0.keras")
+    return {**os.environ, "XDG_CACHE_HOME": str(cache)}
+
+
+def run_cli(*args, env, cwd):
+    command = [sys.executable, "-m", "concepts_extraction.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def test_parse_old_flags():
+    args = parse_args(["-n", "20", "-p", "photos", "-j", "out.json"])
+
+    assert args.num_concepts == 20
+    assert args.input_path == "photos"
+    assert args.out_json == "out.json"
+    assert args.model == "googlenet"
+
+
+def test_parse_long_flags():
+    args = parse_args(["--num_concepts", "3", "--image", "a.jpg", "--out_json", "o"])
+
+    assert (args.num_concepts, args.image, args.out_json) == (3, "a.jpg", "o")
+
+
+def test_parse_requires_source(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["-n", "5"])
+
+
+def test_parse_rejects_both_sources():
+    with pytest.raises(SystemExit):
+        parse_args(["-p", "d", "-i", "a.jpg"])
+
+
+def test_parse_rejects_zero_concepts(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["-n", "0", "-p", "d"])
+
+    assert "Received: 0" in capsys.readouterr().err
+
+
+def test_single_image_to_stdout(cli_env, tmp_path):
+    image = REPO / "example/photos/objects/coffee.jpg"
+
+    completed = run_cli(
+        "-n", 3, "-i", image, "--model", "efficientnet_lite0", env=cli_env, cwd=tmp_path
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    document = json.loads(completed.stdout)
+    assert document["num_concepts"] == 3
+    assert document["images"]["coffee.jpg"][0]["concept"] == "espresso"
+    assert len(document["images"]["coffee.jpg"]) == 3
+
+
+def test_single_image_rejected_exit_zero(cli_env, tmp_path):
+    image = REPO / "example/photos/objects/camera.png"
+
+    completed = run_cli(
+        "-i", image, "--model", "efficientnet_lite0", env=cli_env, cwd=tmp_path
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert "1 channel" in json.loads(completed.stdout)["rejected"]["camera.png"]
+
+
+def test_single_image_convert_grayscale(cli_env, tmp_path):
+    image = REPO / "example/photos/objects/camera.png"
+
+    completed = run_cli(
+        "-i", image, "--model", "efficientnet_lite0", "--non-rgb", "convert",
+        env=cli_env, cwd=tmp_path,
+    )  # fmt: skip
+
+    document = json.loads(completed.stdout)
+    assert list(document["images"]) == ["camera.png"]
+    assert document["converted"] == {"camera.png": "L"}
+
+
+def test_missing_image_exit_one(cli_env, tmp_path):
+    completed = run_cli("-i", tmp_path / "absent.jpg", env=cli_env, cwd=tmp_path)
+
+    assert completed.returncode == 1
+    assert "absent.jpg" in completed.stderr
+
+
+def test_folder_through_workflow(cli_env, tmp_path, photo_tree):
+    out = tmp_path / "out.json"
+    command = ["-n", 2, "-p", photo_tree, "-j", out, "--model", "efficientnet_lite0"]
+
+    completed = run_cli(*command, "--cores", 2, env=cli_env, cwd=tmp_path)
+
+    assert completed.returncode == 0, completed.stderr
+    document = json.loads(out.read_text())
+    assert len(document["images"]) == 5
+    assert document["images"]["objects/coffee.jpg"][0]["concept"] == "espresso"
+    assert "Classified 5 images, rejected 1, skipped 0" in completed.stderr
+
+    # A second run with another N reuses the cached classification.
+    rerun = run_cli("-n", 4, *command[2:], env=cli_env, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "rule classify" not in rerun.stderr
+    assert len(json.loads(out.read_text())["images"]["space/rocket.jpg"]) == 4
+
+
+def test_folder_missing_exit_one(cli_env, tmp_path):
+    completed = run_cli("-p", tmp_path / "absent", env=cli_env, cwd=tmp_path)
+
+    assert completed.returncode == 1
+    assert "absent" in completed.stderr
