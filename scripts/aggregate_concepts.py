@@ -1,12 +1,15 @@
 """Merge the per-folder results into the final JSON and log a summary."""
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 
+# TensorFlow's C++ libraries write to file descriptor 2, so redirect it too.
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
+os.dup2(sys.stderr.fileno(), 2)
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
 
 from concepts_extraction import jsonio
