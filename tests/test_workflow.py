@@ -148,3 +148,21 @@ def test_snakefmt_clean():
     )
 
     assert completed.returncode == 0, completed.stderr
+
+
+def test_other_workdir_uses_shipped_config(tmp_path, photo_tree):
+    # No config/config.yaml in the working directory: the shipped defaults apply,
+    # and a relative input_dir resolves against the working directory.
+    command = [
+        sys.executable, "-m", "snakemake",
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(tmp_path),
+        "--cores", "1", "--dry-run",
+        "--config", f"input_dir={photo_tree.name}", "model=efficientnet_lite0",
+    ]  # fmt: skip
+
+    completed = subprocess.run(command, capture_output=True, text=True)
+
+    assert completed.returncode == 0, completed.stderr
+    assert "classify" in completed.stdout
+    assert "convert_efficientnet" in completed.stdout
