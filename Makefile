@@ -19,6 +19,11 @@ demo: $(VENV)/installed
 test: $(VENV)/installed
 	$(BIN)/python -m pytest -p no:cacheprovider -q
 
+# Runs the workflow through SLURM on a one-node cluster started on localhost.
+test-slurm: $(VENV)/installed
+	$(BIN)/pip install --quiet -e '.[test,slurm]'
+	bash tests/slurm/run_test.sh $(BIN)/python
+
 lint: $(VENV)/installed
 	$(BIN)/snakemake --lint --config model=efficientnet_lite0
 	$(BIN)/snakefmt --check Snakefile workflow/rules

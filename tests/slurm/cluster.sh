@@ -14,10 +14,15 @@
 # The machines this runs on have no systemd, so the script starts every
 # daemon itself and stops each one by the process id in its pid file. All
 # state (configs, munge key and socket, database, spool, logs, pid files)
-# lives in $SLURM_TEST_DIR, and the system's /etc/slurm, /etc/munge and
-# /etc/mysql are not read. Client commands find the config through
-# SLURM_CONF, which `start` and `env` print, and sbatch passes it on to the
-# jobs (the plugin submits with --export=ALL).
+# lives in $SLURM_TEST_DIR, and the system's /etc/munge and /etc/mysql are
+# not read. The one file outside it is the symlink /etc/slurm/slurm.conf to
+# the cluster's config, which `stop` removes again. It is needed because
+# inside a job the plugin runs `srun` with most SLURM_* variables removed,
+# SLURM_CONF among them (snakemake-executor-plugin-slurm-jobstep 0.6.1),
+# so srun only finds the config at the default path. `start` fails rather
+# than replace an /etc/slurm/slurm.conf that it did not create.
+# Client commands outside jobs may also use SLURM_CONF, which `start` and
+# `env` print.
 #
 # Environment:
 #   SLURM_TEST_DIR          state directory (default /tmp/concepts-slurm)
@@ -28,6 +33,8 @@
 #   SLURM_TEST_DBD_PORT     slurmdbd port (default 6819)
 #   SLURM_TEST_DB_PORT      MariaDB port on 127.0.0.1 (default 13306)
 #   SLURM_TEST_WAIT         seconds to wait for each daemon (default 30)
+#   SLURM_TEST_GPUS         number of fake GPUs on the node (default 1, see
+#                           below; 0 for none)
 #
 # Accounting decides how Snakemake's slurm plugin (2.8.0) can see jobs:
 #   slurmdbd  A private MariaDB on 127.0.0.1 and slurmdbd record every job,
@@ -41,6 +48,13 @@
 #             well above the plugin's longest poll interval (180 s).
 #             The plugin switches back to sacct when MinJobAge is below
 #             3 x --slurm-init-seconds-before-status-checks.
+#
+# Fake GPUs: the node offers SLURM_TEST_GPUS generic resources of type gpu
+# backed by empty files, so that a rule declaring `gpu=1` is scheduled
+# (`sbatch --gpus=1`) and its job sees SLURM_GPUS_ON_NODE=1. No real GPU
+# is behind them and SLURM leaves CUDA_VISIBLE_DEVICES unset (seen with
+# SLURM 22.05): code in such a job must run on the CPU.
+#
 # In both modes no account exists and none is enforced. With no
 # slurm_account resource the plugin guesses an account from sacct, finds
 # none and submits without -A, which this cluster accepts.
@@ -55,8 +69,10 @@ SLURMD_PORT=${SLURM_TEST_SLURMD_PORT:-6818}
 DBD_PORT=${SLURM_TEST_DBD_PORT:-6819}
 DB_PORT=${SLURM_TEST_DB_PORT:-13306}
 WAIT_SECONDS=${SLURM_TEST_WAIT:-30}
+GPUS=${SLURM_TEST_GPUS:-1}
 
 CONF=$STATE_DIR/etc/slurm.conf
+SYSTEM_CONF=/etc/slurm/slurm.conf
 DBD_CONF=$STATE_DIR/etc/slurmdbd.conf
 LOG_DIR=$STATE_DIR/log
 RUN_DIR=$STATE_DIR/run
@@ -78,6 +94,9 @@ case "$ACCOUNTING" in
     slurmdbd|none) ;;
     *) die "SLURM_TEST_ACCOUNTING must be 'slurmdbd' or 'none', not '$ACCOUNTING'" ;;
 esac
+case "$GPUS" in
+    ''|*[!0-9]*) die "SLURM_TEST_GPUS must be a whole number, not '$GPUS'" ;;
+esac
 
 # Install Debian's packages for every program that is missing.
 install_packages() {
@@ -98,7 +117,7 @@ install_packages() {
         fi
     done
     [ "${#packages[@]}" = 0 ] && return 0
-    [ "$(id -u)" = 0 ] || die "missing packages ${packages[*]}; installing them needs root"
+    [ "$(id -u)" = 0 ] || die "missing packages: ${packages[*]}. Run as root to install them with apt-get"
     log "installing ${packages[*]} with apt-get"
     # A fresh machine may have empty package lists, so update them once.
     apt-get update -q
@@ -117,7 +136,7 @@ live_pid() {
     printf '%s\n' "$pid"
 }
 
-# Run COMMAND every 0.2 s until it succeeds; fail after SECONDS. Callers
+# Run COMMAND every 0.2 s until it succeeds, and fail after SECONDS. Callers
 # wrap client commands in `timeout`, because a client that cannot reach a
 # daemon may retry for minutes.
 wait_for() {
@@ -181,6 +200,9 @@ DefMemPerCPU=1000
 MinJobAge=600
 # A node that was down becomes usable as soon as slurmd registers.
 ReturnToService=2
+# The default MailProg (/bin/mail) is not installed, and slurmctld logs an
+# error for a missing one.
+MailProg=/bin/true
 EOF
 
     if [ "$ACCOUNTING" = slurmdbd ]; then
@@ -190,13 +212,16 @@ EOF
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$DBD_PORT
-# With slurmdbd this names the munge socket for talking to slurmdbd; a
-# munged other than the system's needs it, despite the name.
+# Despite its name, with slurmdbd this is the munge socket used to talk to
+# slurmdbd, which a munged other than the system's needs.
 AccountingStoragePass=$MUNGE_SOCKET
 # jobacct_gather/linux records CPU time and memory for sacct (and for the
 # plugin's --slurm-efficiency-report).
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
+# Store the plugin's --comment (rule_<name>_wildcards_<...>), so that
+# "sacct -o JobID,Comment" shows which rule each job ran.
+AccountingStoreFlags=job_comment
 EOF
     else
         cat >>"$CONF" <<EOF
@@ -207,12 +232,38 @@ JobAcctGatherType=jobacct_gather/none
 EOF
     fi
 
+    local gres_option=""
+    if [ "$GPUS" -gt 0 ]; then
+        write_fake_gpus "$node"
+        gres_option="Gres=gpu:$GPUS "
+        printf '\n# Fake GPUs listed in gres.conf (see the top of cluster.sh).\nGresTypes=gpu\n' >>"$CONF"
+        if [ "$ACCOUNTING" = slurmdbd ]; then
+            # Record GPUs in sacct's AllocTRES column as well.
+            echo "AccountingStorageTRES=gres/gpu" >>"$CONF"
+        fi
+    fi
+
     cat >>"$CONF" <<EOF
 JobCompType=jobcomp/none
 
-NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN
+NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory ${gres_option}State=UNKNOWN
 PartitionName=$PARTITION Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
+}
+
+# Write gres.conf, which SLURM reads from the directory of slurm.conf, with
+# GPUS empty files standing in for GPU device files.
+write_fake_gpus() {
+    local node=$1 i
+    mkdir -p "$STATE_DIR/fake-gpus"
+    {
+        echo "# Written by tests/slurm/cluster.sh: fake GPUs, no hardware behind them."
+        echo "AutoDetect=off"
+        for ((i = 0; i < GPUS; i++)); do
+            : >"$STATE_DIR/fake-gpus/nvidia$i"
+            echo "NodeName=$node Name=gpu File=$STATE_DIR/fake-gpus/nvidia$i"
+        done
+    } >"$STATE_DIR/etc/gres.conf"
 }
 
 start_munged() {
@@ -225,7 +276,7 @@ start_munged() {
         --socket="$MUNGE_SOCKET" --pid-file="$MUNGE_PID" \
         --log-file="$LOG_DIR/munged.log" --seed-file="$MUNGE_DIR/munged.seed" \
         || { show_log "$LOG_DIR/munged.log"; return 1; }
-    wait_for 10 live_pid "$MUNGE_PID" || { log "munged wrote no pid file"; return 1; }
+    wait_for 10 live_pid "$MUNGE_PID" || { log "munged wrote no pid file to $MUNGE_PID"; return 1; }
 }
 
 # Run the mariadb client as root over the private Unix socket.
@@ -241,14 +292,14 @@ start_accounting() {
         >"$LOG_DIR/mariadb-install-db.log" 2>&1 \
         || { show_log "$LOG_DIR/mariadb-install-db.log"; return 1; }
     # mariadbd has no option to daemonize, so setsid detaches it from this
-    # shell; its pid comes from --pid-file like the other daemons'.
+    # shell. Its pid comes from --pid-file like the other daemons'.
     setsid -f mariadbd --no-defaults --user=root --datadir="$DB_DIR" \
         --socket="$DB_SOCKET" --pid-file="$DB_PID" \
         --bind-address=127.0.0.1 --port="$DB_PORT" --skip-name-resolve \
         --log-error="$LOG_DIR/mariadbd.log" --innodb-buffer-pool-size=64M \
         </dev/null >/dev/null 2>&1
     wait_for "$WAIT_SECONDS" db_client --execute='SELECT 1' \
-        || { log "MariaDB does not answer"; show_log "$LOG_DIR/mariadbd.log"; return 1; }
+        || { log "timed out after ${WAIT_SECONDS}s waiting for MariaDB"; show_log "$LOG_DIR/mariadbd.log"; return 1; }
 
     password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
     db_client --execute="CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$password';
@@ -277,7 +328,7 @@ EOF
     # from the directory of SLURM_CONF.
     SLURM_CONF=$CONF slurmdbd || { show_log "$LOG_DIR/slurmdbd.log"; return 1; }
     wait_for "$WAIT_SECONDS" timeout 10 sacctmgr --noheader list cluster \
-        || { log "slurmdbd does not answer"; show_log "$LOG_DIR/slurmdbd.log"; return 1; }
+        || { log "timed out after ${WAIT_SECONDS}s waiting for slurmdbd (sacctmgr list cluster)"; show_log "$LOG_DIR/slurmdbd.log"; return 1; }
 }
 
 # Succeed once slurmd has registered and the node accepts jobs.
@@ -303,6 +354,12 @@ start() {
         *) die "host name '$node' does not resolve to a loopback address; add it to /etc/hosts" ;;
     esac
 
+    # srun inside jobs reads the default path (see the top of this file).
+    if { [ -e "$SYSTEM_CONF" ] || [ -L "$SYSTEM_CONF" ]; } \
+            && [ "$(readlink "$SYSTEM_CONF")" != "$CONF" ]; then
+        die "$SYSTEM_CONF exists and is not a link to $CONF made by $0; move it away first"
+    fi
+
     # Delete only a directory that an earlier start created.
     if [ -e "$STATE_DIR" ] && [ ! -e "$STATE_DIR/.cluster-sh-state" ]; then
         die "$STATE_DIR exists but was not made by $0; choose another SLURM_TEST_DIR"
@@ -312,6 +369,8 @@ start() {
         "$MUNGE_DIR" "$RUN_DIR" "$LOG_DIR"
     touch "$STATE_DIR/.cluster-sh-state"
     write_slurm_conf "$node"
+    mkdir -p "$(dirname "$SYSTEM_CONF")"
+    ln -sfn "$CONF" "$SYSTEM_CONF"
     export SLURM_CONF=$CONF
 
     # If a step fails, stop what this call has started so far.
@@ -324,28 +383,41 @@ start() {
     # -c: cold start, so no job state from an earlier run is recovered.
     slurmctld -f "$CONF" -c || { show_log "$LOG_DIR/slurmctld.log"; false; }
     wait_for "$WAIT_SECONDS" timeout 10 scontrol ping \
-        || { log "slurmctld does not answer"; show_log "$LOG_DIR/slurmctld.log"; false; }
+        || { log "timed out after ${WAIT_SECONDS}s waiting for slurmctld (scontrol ping)"; show_log "$LOG_DIR/slurmctld.log"; false; }
     slurmd -f "$CONF" || { show_log "$LOG_DIR/slurmd.log"; false; }
     wait_for "$WAIT_SECONDS" node_is_idle \
-        || { log "node not idle after ${WAIT_SECONDS}s"; sinfo >&2 || true
-             show_log "$LOG_DIR/slurmd.log"; false; }
+        || {
+            log "timed out after ${WAIT_SECONDS}s waiting for the node to become idle"
+            sinfo >&2 || true
+            show_log "$LOG_DIR/slurmd.log"
+            false
+        }
     trap - ERR
 
     log "cluster is up: partition '$PARTITION' on node $node, accounting $ACCOUNTING, state in $STATE_DIR"
     print_env
 }
 
-# Send SIGTERM to the process in FILE, and SIGKILL if it still runs 20 s later.
-stop_pid_file() {
-    local name=$1 file=$2 pid
-    pid=$(live_pid "$file") || { rm -f "$file"; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_for 20 eval "! kill -0 $pid"; then
-        log "$name (pid $pid) still runs 20 s after SIGTERM; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    rm -f "$file"
-    log "stopped $name (pid $pid)"
+# Stop the daemons named by NAME FILE pairs together: send SIGTERM to each,
+# wait for all, and send SIGKILL to any that still runs 20 s later.
+stop_daemon_group() {
+    local names=() pids=() name file pid i
+    while [ "$#" -ge 2 ]; do
+        name=$1 file=$2; shift 2
+        if pid=$(live_pid "$file"); then
+            kill -TERM "$pid" 2>/dev/null || true
+            names+=("$name"); pids+=("$pid")
+        fi
+        rm -f "$file"
+    done
+    for i in "${!pids[@]}"; do
+        pid=${pids[$i]}
+        if ! wait_for 20 eval "! kill -0 $pid"; then
+            log "${names[$i]} (pid $pid) still runs 20 s after SIGTERM; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        log "stopped ${names[$i]} (pid $pid)"
+    done
 }
 
 # Succeed when squeue lists no job that is still pending or running.
@@ -361,17 +433,20 @@ stop_daemons() {
     if live_pid "$CTLD_PID" >/dev/null && [ -f "$CONF" ]; then
         jobs=$(timeout 10 squeue --noheader --format=%i --states=PENDING,RUNNING,SUSPENDED,COMPLETING 2>/dev/null || true)
         if [ -n "$jobs" ]; then
-            log "cancelling jobs:" $jobs
-            # shellcheck disable=SC2086
+            log "cancelling jobs: ${jobs//$'\n'/ }"
+            # shellcheck disable=SC2086 # one job id per word
             timeout 10 scancel $jobs || true
             wait_for 20 no_active_jobs || log "jobs still active after 20 s"
         fi
     fi
-    stop_pid_file slurmd "$SLURMD_PID"
-    stop_pid_file slurmctld "$CTLD_PID"
-    stop_pid_file slurmdbd "$DBD_PID"
-    stop_pid_file mariadbd "$DB_PID"
-    stop_pid_file munged "$MUNGE_PID"
+    # slurmctld sends its last records to slurmdbd, which writes them to
+    # MariaDB, and all of them authenticate through munged, hence the order.
+    stop_daemon_group slurmd "$SLURMD_PID" slurmctld "$CTLD_PID"
+    stop_daemon_group slurmdbd "$DBD_PID"
+    stop_daemon_group mariadbd "$DB_PID" munged "$MUNGE_PID"
+    if [ "$(readlink "$SYSTEM_CONF")" = "$CONF" ]; then
+        rm -f "$SYSTEM_CONF"
+    fi
 }
 
 print_env() {

@@ -2,6 +2,7 @@ import functools
 import os
 import sys
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 # The package under src/ is the one implementation of every step; the rules
@@ -28,6 +29,7 @@ wildcard_constraints:
 # they never rescan the tree.
 @functools.cache
 def discovered():
+    logger.info(f"Scanning the input folder {config['input_dir']}")
     images, skipped = discover.find_images(config["input_dir"])
     return discover.split_chunks(images, config["chunk_size"]), skipped
 
