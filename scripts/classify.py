@@ -8,7 +8,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 
 # TensorFlow's C++ libraries write to file descriptor 2, so redirect it too.
-sys.stderr = open(snakemake.log[0], "w", buffering=1)
+sys.stderr = open(
+    snakemake.log[0], "w", buffering=1, encoding="utf-8", errors="backslashreplace"
+)
 os.dup2(sys.stderr.fileno(), 2)
 logging.basicConfig(
     stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s"

@@ -32,6 +32,19 @@ def _relative(path: str, root: str) -> str:
     return "" if relative == "." else relative.replace(os.sep, "/")
 
 
+def _points_to_folder(entry: os.DirEntry) -> bool:
+    """Tells whether an entry is a symbolic link to a folder, without raising.
+
+    A link that loops back on itself, or whose target cannot be reached, is not
+    a link to a folder: it is listed as a file and rejected by validation if it
+    has an image's name.
+    """
+    try:
+        return entry.is_symlink() and entry.is_dir()
+    except OSError:
+        return False
+
+
 def _file_entry(entry: os.DirEntry, root: str) -> tuple[dict | None, dict | None]:
     """Classifies one directory entry as an image row, a skipped row, or neither."""
     relative = _relative(entry.path, root)
@@ -43,19 +56,54 @@ def _file_entry(entry: os.DirEntry, root: str) -> tuple[dict | None, dict | None
     try:
         stat = entry.stat()
     except OSError:
-        # A dangling symlink or an unreadable entry: validation rejects it with
-        # the operating system's reason, so it is listed as an image here.
+        # A dangling symlink, a symlink loop or an unreadable entry: validation
+        # rejects it with the operating system's reason, so it is listed here.
         return {"path": relative, "size": -1, "mtime_ns": -1}, None
     return {"path": relative, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}, None
+
+
+def _scan_folder(folder: str, root: str) -> tuple[list, list, list[str]]:
+    """Lists one folder: its images, its skipped entries and its subfolders.
+
+    Raises:
+        OSError: if the folder cannot be listed.
+    """
+    images, skipped, subfolders = [], [], []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            relative = _relative(entry.path, root)
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name.startswith("."):
+                    skipped.append({"path": relative, "reason": "hidden folder"})
+                else:
+                    subfolders.append(entry.path)
+            elif _points_to_folder(entry):
+                skipped.append(
+                    {"path": relative, "reason": "symbolic link to a folder"}
+                )
+            else:
+                image, other = _file_entry(entry, root)
+                if image is not None:
+                    image["folder"] = _relative(folder, root)
+                    images.append(image)
+                if other is not None:
+                    skipped.append(other)
+    return images, skipped, subfolders
 
 
 def find_images(input_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Finds every image under `input_dir`, recursively.
 
-    Images are files named .jpg, .jpeg or .png in any letter case. Hidden files
-    and folders (names starting with a dot, such as macOS `._name.jpg` files and
-    `.DS_Store`) are skipped, and so are symbolic links to folders, which keeps
-    loops out. Symbolic links to files are followed.
+    Images are files named .jpg, .jpeg or .png in any letter case, and
+    validation checks their content later. Every other entry is skipped with a
+    reason. Skipped entries are hidden files and folders (names starting with a
+    dot, such as macOS `._name.jpg` files and `.DS_Store`), symbolic links to
+    folders, folders that cannot be listed, and files with other names. A
+    hidden folder is one entry and its contents are not read. Links to folders
+    are not followed, which keeps loops out. Symbolic links to files are
+    followed. An entry with an image extension that is not a readable regular
+    file (a broken link, a link loop, a named pipe) is listed as an image, so
+    that validation rejects it with the reason.
 
     Returns:
         A pair of DataFrames. `images` has one row per image with its `path`
@@ -65,6 +113,8 @@ def find_images(input_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFram
 
     Raises:
         NotADirectoryError: if `input_dir` is not a folder.
+        OSError: if `input_dir` cannot be listed (PermissionError when it is
+            not readable).
     """
     root = os.fspath(input_dir)
     if not os.path.isdir(root):
@@ -77,25 +127,23 @@ def find_images(input_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFram
     pending = [root]
     while pending:
         folder = pending.pop()
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                relative = _relative(entry.path, root)
-                if entry.is_dir(follow_symlinks=False):
-                    if entry.name.startswith("."):
-                        skipped.append({"path": relative, "reason": "hidden folder"})
-                    else:
-                        pending.append(entry.path)
-                elif entry.is_symlink() and entry.is_dir():
-                    skipped.append(
-                        {"path": relative, "reason": "symbolic link to a folder"}
-                    )
-                else:
-                    image, other = _file_entry(entry, root)
-                    if image is not None:
-                        image["folder"] = _relative(folder, root)
-                        images.append(image)
-                    if other is not None:
-                        skipped.append(other)
+        try:
+            found, other, subfolders = _scan_folder(folder, root)
+        except OSError as error:
+            if folder == root:
+                # OSError with an errno gives the matching subclass, such as
+                # PermissionError.
+                raise OSError(
+                    error.errno,
+                    f"The input folder {root!r} cannot be listed: "
+                    f"{error.strerror or error}. Check its permissions.",
+                ) from error
+            reason = f"folder cannot be listed ({error.strerror or error})"
+            skipped.append({"path": _relative(folder, root), "reason": reason})
+            continue
+        images.extend(found)
+        skipped.extend(other)
+        pending.extend(subfolders)
 
     images = pd.DataFrame(images, columns=IMAGE_COLUMNS)
     skipped = pd.DataFrame(skipped, columns=SKIPPED_COLUMNS)

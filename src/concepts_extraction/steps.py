@@ -20,7 +20,10 @@ from .discover import resolve
 def log_to(path: str | os.PathLike, name: str) -> Iterator[logging.Logger]:
     """Sends the records of a logger, and of the package, to a log file."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    # File names that are not valid UTF-8 are logged as \udcXX escapes.
+    handler = logging.FileHandler(
+        path, mode="w", encoding="utf-8", errors="backslashreplace"
+    )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     package = logging.getLogger("concepts_extraction")
     package.addHandler(handler)
