@@ -14,6 +14,11 @@ sys.stderr = open(
 os.dup2(sys.stderr.fileno(), 2)
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
 
-from concepts_extraction.googlenet import download_googlenet
+from concepts_extraction.googlenet import ModelDownloadError, download_googlenet
 
-download_googlenet(snakemake.params.handle, snakemake.output[0])
+try:
+    download_googlenet(snakemake.params.handle, os.path.abspath(snakemake.output[0]))
+except ModelDownloadError as error:
+    # The message says what to do; Snakemake prints this log when the job fails.
+    logging.error("%s", error)
+    sys.exit(1)

@@ -129,3 +129,43 @@ def test_folder_missing_exit_one(cli_env, tmp_path):
 
     assert completed.returncode == 1
     assert "absent" in completed.stderr
+
+
+def test_parse_rejects_zero_cores(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["-p", "d", "--cores", "0"])
+
+    assert "Received: 0" in capsys.readouterr().err
+
+
+def test_output_folder_fails_before_run(cli_env, tmp_path, photo_tree):
+    completed = run_cli(
+        "-p", photo_tree, "-j", tmp_path, "--model", "efficientnet_lite0",
+        env=cli_env, cwd=tmp_path,
+    )  # fmt: skip
+
+    assert completed.returncode == 1
+    assert "must name a file" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert "rule classify" not in completed.stderr
+
+
+def test_output_missing_parent(cli_env, tmp_path, photo_tree):
+    out = tmp_path / "absent" / "out.json"
+
+    completed = run_cli("-p", photo_tree, "-j", out, env=cli_env, cwd=tmp_path)
+
+    assert completed.returncode == 1
+    assert "does not exist" in completed.stderr
+    assert not out.parent.exists()
+
+
+def test_offline_googlenet_message_on_terminal(cli_env, tmp_path, photo_tree):
+    completed = run_cli(
+        "-p", photo_tree, "--model-handle", "http://127.0.0.1:9/model.tar.gz",
+        env=cli_env, cwd=tmp_path,
+    )  # fmt: skip
+
+    assert completed.returncode == 1
+    assert "no internet access" in completed.stderr
+    assert "efficientnet_lite0" in completed.stderr

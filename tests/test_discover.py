@@ -63,18 +63,51 @@ def test_find_images_missing_folder(tmp_path):
         find_images(tmp_path / "missing")
 
 
-def test_split_chunks_balanced(tmp_path):
-    for index in range(7):
-        touch(tmp_path / "big" / f"{index}.jpg")
+def chunk_members(chunked):
+    return {
+        chunk: tuple(rows["path"]) for chunk, rows in chunked.groupby("chunk")
+    }
+
+
+def test_split_chunks_size_limit(tmp_path):
+    for index in range(200):
+        touch(tmp_path / "big" / f"{index:03d}.jpg")
     touch(tmp_path / "small" / "only.jpg")
     images, _ = find_images(tmp_path)
 
-    chunked = split_chunks(images, chunk_size=3)
+    chunked = split_chunks(images, chunk_size=30)
 
     big = chunked[chunked["folder"] == "big"]
-    assert list(big["chunk"]) == [0, 0, 1, 1, 1, 2, 2]
-    assert list(chunked[chunked["folder"] == "small"]["chunk"]) == [0]
+    sizes = big.groupby("chunk").size()
+    assert sizes.max() <= 30
+    assert len(sizes) >= 200 // 30
+    assert chunked.loc[chunked["folder"] == "small", "chunk"].nunique() == 1
     assert set(chunked["folder_id"]) == {folder_id("big"), folder_id("small")}
+    # Chunks hold consecutive paths.
+    assert list(big.sort_values("path")["chunk"]) == list(big["chunk"])
+
+
+def test_split_chunks_insert_changes_one_chunk(tmp_path):
+    for index in range(0, 400, 2):
+        touch(tmp_path / "big" / f"{index:03d}.jpg")
+    images, _ = find_images(tmp_path)
+    before = chunk_members(split_chunks(images, chunk_size=30))
+
+    touch(tmp_path / "big" / "201.jpg")
+    images, _ = find_images(tmp_path)
+    after = chunk_members(split_chunks(images, chunk_size=30))
+
+    changed = set(after.items()) - set(before.items())
+    assert len(changed) <= 2
+    assert any("big/201.jpg" in paths for _, paths in changed)
+
+
+def test_split_chunks_one_per_image(tmp_path):
+    for name in ["a.jpg", "b.jpg", "c.jpg"]:
+        touch(tmp_path / name)
+    images, _ = find_images(tmp_path)
+
+    assert split_chunks(images, chunk_size=1)["chunk"].nunique() == 3
 
 
 def test_split_chunks_rejects_zero():

@@ -73,7 +73,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="what to do with images that have not got 3 colour channels",
     )
     parser.add_argument(
-        "--cores", default="all", help="CPU cores to use (default: all)"
+        "--cores", default="all", help="CPU cores to use, or 'all' (default: all)"
+    )
+    parser.add_argument(
+        "--unlock",
+        action="store_true",
+        help="with -p: remove the lock that a killed run left on the cached results",
     )
     parser.add_argument(
         "--workdir",
@@ -83,7 +88,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.num_concepts <= 1000:
         parser.error(f"-n must be between 1 and 1000. Received: {args.num_concepts}")
+    if args.cores != "all" and not (args.cores.isdigit() and int(args.cores) >= 1):
+        parser.error(f"--cores must be 'all' or at least 1. Received: {args.cores}")
     return args
+
+
+def check_output(path: str) -> None:
+    """Fails before the run if the -j file could not be written."""
+    out = Path(path)
+    if out.is_dir():
+        raise IsADirectoryError(f"-j must name a file, not the folder {out}.")
+    if not out.absolute().parent.is_dir():
+        raise FileNotFoundError(
+            f"The folder of the -j file {out} does not exist. Create it first."
+        )
+    if not os.access(out.absolute().parent, os.W_OK):
+        raise PermissionError(f"The folder of the -j file {out} is not writable.")
 
 
 def run_folder(args: argparse.Namespace) -> dict:
@@ -92,6 +112,13 @@ def run_folder(args: argparse.Namespace) -> dict:
     key = hashlib.sha1(os.fsencode(input_dir), usedforsecurity=False).hexdigest()
     workdir = Path(args.workdir or cache_dir() / "runs" / key[:16]).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+
+    # Every run shares one prepared copy of each model.
+    resources = workdir / "resources"
+    if not resources.exists():
+        shared = cache_dir() / "resources"
+        shared.mkdir(parents=True, exist_ok=True)
+        resources.symlink_to(shared, target_is_directory=True)
 
     # The values go through a YAML file, so that no path is parsed as a number,
     # a boolean or a KEY=VALUE list.
@@ -117,12 +144,16 @@ def run_folder(args: argparse.Namespace) -> dict:
         str(overrides),
         "--cores", str(args.cores),
         "--rerun-incomplete",
+        "--show-failed-logs",
     ]  # fmt: skip
+    if args.unlock:
+        subprocess.run([*command, "--unlock"], stdout=sys.stderr, check=True)
     completed = subprocess.run(command, stdout=sys.stderr)
     if completed.returncode != 0:
         raise RuntimeError(
             f"The workflow failed with exit status {completed.returncode}; its "
-            f"logs are under {workdir / 'logs'}."
+            f"logs are under {workdir / 'logs'}. If a killed run left its results "
+            "locked, run the same command again with --unlock."
         )
     return jsonio.read_json(workdir / "results" / "concepts.json")
 
@@ -145,9 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command and returns its exit status."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # TensorFlow's C++ start-up lines (INFO and WARNING) would bury the summary.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        if args.out_json:
+            check_output(args.out_json)
         document = run_folder(args) if args.input_path else run_image(args)
-    except (OSError, RuntimeError, ValueError) as error:
+        if args.out_json:
+            jsonio.write_json(args.out_json, document)
+        else:
+            sys.stdout.buffer.write(jsonio.dumps(document))
+    except (OSError, RuntimeError, ValueError, subprocess.CalledProcessError) as error:
         logger.error("concepts_extraction: %s", error)
         return EXIT_RUN_FAILED
 
@@ -156,10 +195,6 @@ def main(argv: list[str] | None = None) -> int:
         "Classified %d images, rejected %d, skipped %d",
         summary["classified"], summary["rejected"], summary["skipped"],
     )  # fmt: skip
-    if args.out_json:
-        jsonio.write_json(args.out_json, document)
-    else:
-        sys.stdout.buffer.write(jsonio.dumps(document))
     return 0
 
 

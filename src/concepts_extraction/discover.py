@@ -4,7 +4,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -119,7 +118,8 @@ def find_images(input_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFram
     root = os.fspath(input_dir)
     if not os.path.isdir(root):
         raise NotADirectoryError(
-            f"The input folder {root!r} does not exist or is not a folder. Set "
+            f"The input folder {root!r} ({os.path.abspath(root)}) does not exist or "
+            "is not a folder. Set "
             "input_dir in config/config.yaml (or -p) to a folder of images."
         )
 
@@ -153,11 +153,36 @@ def find_images(input_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFram
     )
 
 
-def split_chunks(images: pd.DataFrame, chunk_size: int) -> pd.DataFrame:
-    """Assigns each image a folder id and a chunk number within its folder.
+def _digest(text: str) -> int:
+    return int.from_bytes(
+        hashlib.sha1(os.fsencode(text), usedforsecurity=False).digest()[:8], "big"
+    )
 
-    A folder with more than `chunk_size` images is split into the fewest chunks
-    of at most `chunk_size` images, of nearly equal size, in path order.
+
+def _chunk_starts(paths: list[str], chunk_size: int) -> list[int]:
+    """Returns, for each path, the index of the first path of its chunk.
+
+    A chunk ends before a path whose hash is divisible by `spacing`, or when it
+    reaches `chunk_size` paths. The boundaries depend on the names, not on their
+    positions, so adding or removing one image changes only the chunk that it
+    falls in (and the next one, if that chunk was full).
+    """
+    spacing = max(1, round(chunk_size * 2 / 3))
+    starts, start = [], 0
+    for index, path in enumerate(paths):
+        is_boundary = _digest(path) % spacing == 0
+        if index > start and (index - start == chunk_size or is_boundary):
+            start = index
+        starts.append(start)
+    return starts
+
+
+def split_chunks(images: pd.DataFrame, chunk_size: int) -> pd.DataFrame:
+    """Assigns each image a folder id and a chunk id within its folder.
+
+    Chunks hold consecutive images in path order, at most `chunk_size` of them
+    and about half that on average. A chunk's id is a hash of its first path,
+    so the ids of unchanged chunks survive when images are added or removed.
 
     Returns:
         A copy of `images` with the columns `folder_id` and `chunk` added.
@@ -167,13 +192,12 @@ def split_chunks(images: pd.DataFrame, chunk_size: int) -> pd.DataFrame:
 
     chunked = images.copy()
     chunked["folder_id"] = chunked["folder"].map(folder_id)
-    chunked["chunk"] = 0
+    chunked["chunk"] = ""
     for _, rows in chunked.groupby("folder", sort=False):
-        count = len(rows)
-        num_chunks = -(-count // chunk_size)
-        bounds = np.linspace(0, count, num_chunks + 1).round().astype(int)
-        chunk = np.searchsorted(bounds, np.arange(count), side="right") - 1
-        chunked.loc[rows.index, "chunk"] = chunk
+        paths = rows["path"].tolist()
+        starts = _chunk_starts(paths, chunk_size)
+        ids = [f"{_digest(paths[start]):016x}"[:10] for start in starts]
+        chunked.loc[rows.index, "chunk"] = ids
     return chunked
 
 

@@ -26,8 +26,11 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(dumps(data))
-    os.replace(partial, path)
+    try:
+        partial.write_bytes(dumps(data))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def loads(data: bytes) -> Any:

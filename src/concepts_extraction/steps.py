@@ -28,9 +28,12 @@ def log_to(path: str | os.PathLike, name: str) -> Iterator[logging.Logger]:
     package = logging.getLogger("concepts_extraction")
     package.addHandler(handler)
     package.setLevel(logging.INFO)
+    # The records go to the job's log only, not to Snakemake's terminal output.
+    propagate, package.propagate = package.propagate, False
     try:
         yield logging.getLogger(f"concepts_extraction.{name}")
     finally:
+        package.propagate = propagate
         package.removeHandler(handler)
         handler.close()
 

@@ -21,7 +21,7 @@ FOLDERS_DIR = f"results/folders/{MODEL}"
 
 wildcard_constraints:
     folder="[0-9a-f]{12}",
-    chunk="[0-9]+",
+    chunk="[0-9a-f]{10}",
 
 
 # Discovery scans the input tree once, and only when an input function needs
@@ -35,30 +35,30 @@ def discovered():
 
 
 @functools.cache
-def chunks_by_folder():
+def chunk_listings():
+    """Maps each folder id to its chunks, and each chunk to its images."""
     images, _ = discovered()
-    return images.groupby("folder_id")["chunk"].max().to_dict()
+    listings = {}
+    columns = ["folder_id", "chunk", "path", "size", "mtime_ns"]
+    for folder, chunk, *image in images[columns].itertuples(index=False):
+        listings.setdefault(folder, {}).setdefault(chunk, []).append(tuple(image))
+    return listings
 
 
 def chunk_images(wildcards):
     """Returns the (path, size, mtime_ns) of a chunk's images; a rerun trigger."""
-    images, _ = discovered()
-    rows = images[
-        (images["folder_id"] == wildcards.folder)
-        & (images["chunk"] == int(wildcards.chunk))
-    ]
-    return [tuple(row) for row in rows[["path", "size", "mtime_ns"]].itertuples(False)]
+    return chunk_listings()[wildcards.folder][wildcards.chunk]
 
 
 def folder_chunks(wildcards):
-    last = chunks_by_folder()[wildcards.folder]
     return [
-        f"{CLASSIFY_DIR}/{wildcards.folder}/{chunk}.npz" for chunk in range(last + 1)
+        f"{CLASSIFY_DIR}/{wildcards.folder}/{chunk}.npz"
+        for chunk in chunk_listings()[wildcards.folder]
     ]
 
 
 def all_folders(wildcards):
-    return [f"{FOLDERS_DIR}/{folder}.json" for folder in sorted(chunks_by_folder())]
+    return [f"{FOLDERS_DIR}/{folder}.json" for folder in sorted(chunk_listings())]
 
 
 def skipped_counts(wildcards):
