@@ -31,7 +31,7 @@ from concepts_extraction.aggregate import folder_result, top_concepts
 from concepts_extraction.classify import ChunkResult, classify_files, load_chunk
 from concepts_extraction.classify import save_chunk
 from concepts_extraction.decode import ImageRejected, inspect_image, load_image
-from concepts_extraction.discover import find_images, folder_id, resolve
+from concepts_extraction.discover import find_images, folder_id, resolve, split_chunks
 from concepts_extraction.models import Classifier, Preprocessing, load_classifier
 from odd_files import CLASSIFIED, REJECTED, SIDE, SKIPPED
 
@@ -940,7 +940,12 @@ def test_killed_job_rerun(tmp_path, efficientnet_model):
         "classify": {"threads": 1},
     }
     command = snakemake_command(workdir, overrides)
-    log = workdir / "logs" / "classify" / "efficientnet_lite0" / folder_id("") / "0.log"
+    images, _ = find_images(tree)
+    (chunk_id,) = set(split_chunks(images, 500)["chunk"])
+    log = (
+        workdir / "logs" / "classify" / "efficientnet_lite0" / folder_id("")
+        / f"{chunk_id}.log"
+    )  # fmt: skip
 
     process = subprocess.Popen(
         command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -960,7 +965,7 @@ def test_killed_job_rerun(tmp_path, efficientnet_model):
         / "classify"
         / "efficientnet_lite0"
         / folder_id("")
-        / "0.npz"
+        / f"{chunk_id}.npz"
     )
     chunk_left = chunk.exists()
 
