@@ -31,7 +31,8 @@ from concepts_extraction.aggregate import folder_result, top_concepts
 from concepts_extraction.classify import ChunkResult, classify_files, load_chunk
 from concepts_extraction.classify import save_chunk
 from concepts_extraction.decode import ImageRejected, inspect_image, load_image
-from concepts_extraction.discover import find_images, folder_id, resolve, split_chunks
+from concepts_extraction.discover import find_images, folder_id, resolve
+from concepts_extraction.discover import split_chunks
 from concepts_extraction.models import Classifier, Preprocessing, load_classifier
 from odd_files import CLASSIFIED, REJECTED, SIDE, SKIPPED
 

@@ -1,10 +1,17 @@
-"""Classification of a chunk of images: parallel decoding overlapped with inference."""
+"""Classification of a chunk of images: parallel decoding overlapped with inference.
+
+Three stages run at once: a pool of threads decodes images (Pillow releases
+the GIL while it decodes and resizes), the calling thread groups them into
+batches, and one more thread runs the network on a batch while the next is
+being decoded. Memory stays bounded: a fixed number of decoded images and
+batches is in flight, and the probabilities go straight into one array.
+"""
 
 import logging
 import os
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -19,6 +26,10 @@ from .models import Classifier
 logger = logging.getLogger(__name__)
 
 LOG_INTERVAL_S = 10.0
+# Batches handed to the inference thread and not yet finished: one running and
+# one waiting, so the network never waits for the calling thread.
+BATCHES_IN_FLIGHT = 2
+NON_FINITE = "the model's output contains NaN or infinity"
 
 
 @dataclass
@@ -38,7 +49,8 @@ def _decode_all(
 ) -> Iterator[tuple[str, np.ndarray | None, object]]:
     """Decodes files in a thread pool, keeping at most `window` in flight, in order.
 
-    Pillow releases the GIL while it decodes and resizes, so threads run in parallel.
+    Yields `(path, array, info)` for a decoded image and `(path, None, reason)`
+    for a rejected one.
     """
 
     def decode(file: Path):
@@ -47,16 +59,21 @@ def _decode_all(
         except ImageRejected as rejected:
             return None, str(rejected)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         pending = deque()
-        for path, file in files:
-            pending.append((path, pool.submit(decode, file)))
-            if len(pending) >= window:
+        try:
+            for path, file in files:
+                pending.append((path, pool.submit(decode, file)))
+                if len(pending) >= window:
+                    path_done, future = pending.popleft()
+                    yield (path_done, *future.result())
+            while pending:
                 path_done, future = pending.popleft()
                 yield (path_done, *future.result())
-        while pending:
-            path_done, future = pending.popleft()
-            yield (path_done, *future.result())
+        finally:
+            # On an error downstream, drop the queued work instead of decoding it.
+            for _, future in pending:
+                future.cancel()
 
 
 def _batches(decoded: Iterable, batch_size: int, result: ChunkResult) -> Iterator:
@@ -77,6 +94,35 @@ def _batches(decoded: Iterable, batch_size: int, result: ChunkResult) -> Iterato
         yield paths, np.stack(arrays)
 
 
+class _Collector:
+    """Stores each batch's probabilities in one preallocated array, in order.
+
+    Rows are written once, so the chunk's probabilities are never copied or
+    held twice; a row that is not finite rejects its image instead.
+    """
+
+    def __init__(self, capacity: int, result: ChunkResult):
+        self.rows = np.empty((capacity, NUM_CLASSES), dtype=np.float32)
+        self.count = 0
+        self.result = result
+
+    def add(self, paths: list[str], probabilities: np.ndarray) -> None:
+        """Keeps the finite rows of a batch and rejects the others."""
+        finite = np.isfinite(probabilities).all(axis=1)
+        for path, row, ok in zip(paths, probabilities, finite):
+            if ok:
+                self.result.paths.append(path)
+                self.rows[self.count] = row
+                self.count += 1
+            else:
+                self.result.rejected[path] = NON_FINITE
+                self.result.converted.pop(path, None)
+
+    def probabilities(self) -> np.ndarray:
+        """Returns the stored rows; the unused tail of the array is never touched."""
+        return self.rows if self.count == len(self.rows) else self.rows[: self.count]
+
+
 def classify_files(
     files: list[tuple[str, Path]],
     classifier: Classifier,
@@ -86,6 +132,9 @@ def classify_files(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> ChunkResult:
     """Decodes and classifies images, never stopping for one bad file.
+
+    Decoding runs in `workers` threads and inference in one more thread, so the
+    network works on one batch while the next is decoded.
 
     Args:
         files: pairs of the image's path as reported and the file to read.
@@ -100,6 +149,7 @@ def classify_files(
         rejected images with their reasons.
     """
     result = ChunkResult()
+    collector = _Collector(len(files), result)
     preprocessing = classifier.preprocessing
     decoded = _decode_all(
         files,
@@ -111,27 +161,33 @@ def classify_files(
         max_pixels=max_pixels,
     )
 
-    rows, done = [], 0
+    done = 0
     start = last_log = time.monotonic()
-    for paths, batch in _batches(decoded, batch_size, result):
-        probabilities = classifier.predict(batch)
-        for path, row in zip(paths, probabilities):
-            if np.isfinite(row).all():
-                result.paths.append(path)
-                rows.append(row)
-            else:
-                result.rejected[path] = "the model's output contains NaN or infinity"
-                result.converted.pop(path, None)
+    in_flight: deque[tuple[list[str], Future]] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict") as network:
+        try:
+            for paths, batch in _batches(decoded, batch_size, result):
+                in_flight.append((paths, network.submit(classifier.predict, batch)))
+                while len(in_flight) >= BATCHES_IN_FLIGHT:
+                    paths_done, future = in_flight.popleft()
+                    collector.add(paths_done, future.result())
+                    done += len(paths_done)
 
-        done += len(paths)
-        now = time.monotonic()
-        if now - last_log >= LOG_INTERVAL_S:
-            rate = done / (now - start)
-            logger.info("%d of %d images, %.1f images/s", done, len(files), rate)
-            last_log = now
+                now = time.monotonic()
+                if now - last_log >= LOG_INTERVAL_S:
+                    rate = done / (now - start)
+                    logger.info(
+                        "%d of %d images, %.1f images/s", done, len(files), rate
+                    )
+                    last_log = now
+            while in_flight:
+                paths_done, future = in_flight.popleft()
+                collector.add(paths_done, future.result())
+        finally:
+            for _, future in in_flight:
+                future.cancel()
 
-    if rows:
-        result.probabilities = np.stack(rows).astype(np.float32)
+    result.probabilities = collector.probabilities()
     elapsed = time.monotonic() - start
     logger.info(
         "Classified %d images, rejected %d, in %.1f s (%.1f images/s)",
