@@ -1,10 +1,11 @@
 """Classification of a chunk of images: parallel decoding overlapped with inference.
 
-Three stages run at once: a pool of threads decodes images (Pillow releases
-the GIL while it decodes and resizes), the calling thread groups them into
-batches, and one more thread runs the network on a batch while the next is
-being decoded. Memory stays bounded: a fixed number of decoded images and
-batches is in flight, and the probabilities go straight into one array.
+Three stages run at once. A pool of threads decodes images, which runs in
+parallel because Pillow releases the GIL while it decodes and resizes. The
+calling thread groups the images into batches, and one more thread runs the
+network on a batch while the next is decoded. Memory stays bounded, because a
+fixed number of decoded images and batches is in flight and the probabilities
+go straight into one preallocated array.
 """
 
 import logging
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 LOG_INTERVAL_S = 10.0
 # Batches handed to the inference thread and not yet finished: one running and
-# one waiting, so the network never waits for the calling thread.
+# one queued, so that the network can start the next batch as soon as it is done.
 BATCHES_IN_FLIGHT = 2
 NON_FINITE = "the model's output contains NaN or infinity"
 
@@ -97,8 +98,8 @@ def _batches(decoded: Iterable, batch_size: int, result: ChunkResult) -> Iterato
 class _Collector:
     """Stores each batch's probabilities in one preallocated array, in order.
 
-    Rows are written once, so the chunk's probabilities are never copied or
-    held twice; a row that is not finite rejects its image instead.
+    Each row is written once, so the chunk's probabilities are never copied or
+    held twice. A row that is not finite rejects its image instead.
     """
 
     def __init__(self, capacity: int, result: ChunkResult):
@@ -119,7 +120,7 @@ class _Collector:
                 self.result.converted.pop(path, None)
 
     def probabilities(self) -> np.ndarray:
-        """Returns the stored rows; the unused tail of the array is never touched."""
+        """Returns the stored rows. Memory is never written past them."""
         return self.rows if self.count == len(self.rows) else self.rows[: self.count]
 
 
