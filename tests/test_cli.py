@@ -15,7 +15,7 @@ from workflow import REPO
 
 @pytest.fixture
 def cli_env(tmp_path, efficientnet_model):
-    """An environment whose model cache already holds the converted EfficientNet."""
+    """An environment whose model cache already contains the converted EfficientNet."""
     cache = tmp_path / "cache"
     resources = cache / "concepts_extraction" / "resources"
     resources.mkdir(parents=True)

@@ -18,7 +18,14 @@ def test_find_images_extensions_any_case(tmp_path):
 
     images, skipped = find_images(tmp_path)
 
-    assert list(images["path"]) == ["a.jpg", "b.JPG", "c.jpeg", "d.JpEg", "e.png", "f.PNG"]
+    assert list(images["path"]) == [
+        "a.jpg",
+        "b.JPG",
+        "c.jpeg",
+        "d.JpEg",
+        "e.png",
+        "f.PNG",
+    ]
     assert set(skipped["path"]) == {"notes.txt", "g.gif"}
 
 
@@ -64,9 +71,7 @@ def test_find_images_missing_folder(tmp_path):
 
 
 def chunk_members(chunked):
-    return {
-        chunk: tuple(rows["path"]) for chunk, rows in chunked.groupby("chunk")
-    }
+    return {chunk: tuple(rows["path"]) for chunk, rows in chunked.groupby("chunk")}
 
 
 def test_split_chunks_size_limit(tmp_path):

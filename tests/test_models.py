@@ -68,7 +68,9 @@ def test_preprocessing_central_crop(tmp_path):
     array[20:-20, 20:-20] = (10, 200, 30)
     Image.fromarray(array).save(tmp_path / "frame.png")
 
-    decoded, info = load_image(tmp_path / "frame.png", **vars(PREPROCESSING["googlenet"]))
+    decoded, info = load_image(
+        tmp_path / "frame.png", **vars(PREPROCESSING["googlenet"])
+    )
 
     assert decoded.shape == (224, 224, 3)
     assert decoded.dtype == np.uint8

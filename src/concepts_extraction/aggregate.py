@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 
 def top_concepts(probabilities: np.ndarray, num_concepts: int) -> list[list[dict]]:
-    """Returns the `num_concepts` most probable classes of each row, most probable first.
+    """Returns the `num_concepts` most probable classes of each row, in order.
 
     Ties are broken by class index, so the result is deterministic.
     """

@@ -53,11 +53,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "-p", "--input_path", help="folder of .jpg and .png images, searched recursively"
+        "-p",
+        "--input_path",
+        help="folder of .jpg and .png images, searched recursively",
     )
     source.add_argument("-i", "--image", help="a single image")
     parser.add_argument(
-        "-n", "--num_concepts", type=int, default=5,
+        "-n",
+        "--num_concepts",
+        type=int,
+        default=5,
         help="concepts per image, most probable first (default: 5)",
     )
     parser.add_argument(
@@ -65,11 +70,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--model", choices=MODEL_NAMES, default="googlenet")
     parser.add_argument(
-        "--model-handle", default=TFHUB_HANDLE,
+        "--model-handle",
+        default=TFHUB_HANDLE,
         help="GoogLeNet: URL of a TF-Hub model or .tar.gz, or a SavedModel folder",
     )
     parser.add_argument(
-        "--non-rgb", choices=("reject", "convert"), default="reject",
+        "--non-rgb",
+        choices=("reject", "convert"),
+        default="reject",
         help="what to do with images that have not got 3 colour channels",
     )
     parser.add_argument(
@@ -167,8 +175,14 @@ def run_image(args: argparse.Namespace) -> dict:
     model_path = prepare_model(args.model, cache_dir() / "resources", args.model_handle)
     classifier = load_classifier(args.model, model_path)
     result = classify_files([(image.name, image)], classifier, non_rgb=args.non_rgb)
-    images = dict(zip(result.paths, top_concepts(result.probabilities, args.num_concepts)))
-    folder = {"images": images, "rejected": result.rejected, "converted": result.converted}
+    images = dict(
+        zip(result.paths, top_concepts(result.probabilities, args.num_concepts))
+    )
+    folder = {
+        "images": images,
+        "rejected": result.rejected,
+        "converted": result.converted,
+    }
     return merge_results([folder], args.model, args.num_concepts, skipped={})
 
 

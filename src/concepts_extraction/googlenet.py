@@ -16,7 +16,7 @@ DOWNLOAD_TIMEOUT_S = 60
 
 
 class ModelDownloadError(RuntimeError):
-    """The model could not be fetched. The message says what to do instead."""
+    """A failed model download. The message gives the steps to install it by hand."""
 
 
 def archive_url(handle: str) -> str:

@@ -1,4 +1,7 @@
-"""Print the top concept of each image of a result file: `python -m concepts_extraction.summary FILE`."""
+"""Print the top concept of each image of a result file.
+
+Usage: `python -m concepts_extraction.summary FILE`.
+"""
 
 import sys
 
@@ -8,7 +11,9 @@ from .aggregate import summary_table
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m concepts_extraction.summary RESULT.json", file=sys.stderr)
+        print(
+            "usage: python -m concepts_extraction.summary RESULT.json", file=sys.stderr
+        )
         return 2
     document = jsonio.read_json(argv[0])
     summary = document["summary"]
