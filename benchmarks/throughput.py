@@ -829,7 +829,7 @@ def print_tables(report: dict) -> None:
             )
 
     print("\n## Decoding, one thread (ms per image, load_image)\n")
-    print("| images | mean file | draft | draft, 2x request | full |")
+    print("| images | mean file | draft | draft, request doubled | full |")
     print("|---|---:|---:|---:|---:|")
     for key, figures in throughput.items():
         if key.startswith("googlenet"):
