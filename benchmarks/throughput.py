@@ -455,12 +455,12 @@ def prepare_models(work: Path) -> dict[str, Path]:
 
 
 def bundled_photos() -> list[Path]:
-    """The photos shipped in example/photos."""
+    """Lists the photos shipped in example/photos."""
     return sorted(p for p in (REPO / "example" / "photos").rglob("*") if p.is_file())
 
 
 def real_photos() -> list[Path]:
-    """The bundled photos and scikit-image's sample photos, when installed."""
+    """Lists the bundled photos and scikit-image's sample photos, when installed."""
     import importlib.util
 
     photos = bundled_photos()
@@ -476,7 +476,7 @@ def real_photos() -> list[Path]:
 
 
 def _fastest(runs: list[dict]) -> dict:
-    """The run with the shortest wall time: other processes only ever add to it."""
+    """Returns the run with the shortest wall time: other load only adds to it."""
     return min(runs, key=lambda run: run["wall_s"])
 
 

@@ -19,6 +19,6 @@ from concepts_extraction.googlenet import ModelDownloadError, download_googlenet
 try:
     download_googlenet(snakemake.params.handle, os.path.abspath(snakemake.output[0]))
 except ModelDownloadError as error:
-    # The message says what to do; Snakemake prints this log when the job fails.
+    # The message gives the fix, and Snakemake prints this log when the job fails.
     logging.error("%s", error)
     sys.exit(1)

@@ -114,7 +114,7 @@ def transparent_palette_png() -> bytes:
 def oriented_jpeg(orientation: int) -> bytes:
     """Returns a left-red, right-blue JPEG whose EXIF Orientation is `orientation`.
 
-    Orientation 6 tells viewers to rotate the stored pixels 90 degrees clockwise.
+    With Orientation 6, viewers rotate the stored pixels 90 degrees clockwise.
     """
     exif = Image.Exif()
     exif[ORIENTATION_TAG] = orientation
