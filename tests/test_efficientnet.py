@@ -284,3 +284,47 @@ def test_keras_round_trip_identical_logits(converted, state_dict, pixels):
     assert logits.shape == (2, 1000)
     np.testing.assert_array_equal(logits, expected)
     assert not [p for p in converted.parent.iterdir() if "partial" in p.name]
+
+
+@pytest.mark.parametrize(
+    ("layer_name", "conv", "bn"),
+    [
+        ("conv_stem", "_conv_stem", "_bn0"),
+        ("blocks_4_depthwise_conv", "_blocks.4._depthwise_conv", "_blocks.4._bn1"),
+        ("blocks_4_project_conv", "_blocks.4._project_conv", "_blocks.4._bn2"),
+    ],
+)
+def test_folded_layer_matches_batch_norm(state_dict, layer_name, conv, bn):
+    folded = build_efficientnet_lite0(state_dict).get_layer(layer_name)
+    channels = folded.input.shape[-1]
+    inputs = np.random.default_rng(3).normal(size=(2, 28, 28, channels))
+    inputs = inputs.astype(np.float32)
+
+    weight = state_dict[f"{conv}.weight"]
+    if "depthwise" in conv:
+        layer = keras.layers.DepthwiseConv2D(
+            weight.shape[-1], strides=folded.strides, padding="same", use_bias=False
+        )
+        kernel = weight.transpose(2, 3, 0, 1)
+    else:
+        layer = keras.layers.Conv2D(
+            weight.shape[0],
+            weight.shape[-1],
+            strides=folded.strides,
+            padding="same",
+            use_bias=False,
+        )
+        kernel = weight.transpose(2, 3, 1, 0)
+    norm = keras.layers.BatchNormalization(epsilon=1e-3)
+    norm.build(layer.compute_output_shape(inputs.shape))
+    layer.build(inputs.shape)
+    layer.set_weights([kernel])
+    norm.set_weights(
+        [state_dict[f"{bn}.{key}"] for key in ("weight", "bias")]
+        + [state_dict[f"{bn}.{key}"] for key in ("running_mean", "running_var")]
+    )
+    expected = keras.ops.convert_to_numpy(norm(layer(inputs), training=False))
+
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(folded(inputs)), expected, atol=2e-5, rtol=1e-4
+    )

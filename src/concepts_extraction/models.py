@@ -103,42 +103,12 @@ def _googlenet_forward(path: Path) -> Callable:
         def network(images):
             return next(iter(signature(images).values()))
 
-    @tf.function(
-        input_signature=[tf.TensorSpec([None, None, None, 3], dtype=tf.uint8)]
-    )
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], dtype=tf.uint8)])
     def forward(images):
         # TF-Hub image models take float pixels in [0, 1].
         return network(tf.cast(images, tf.float32) / 255.0)
 
     return lambda images: forward(images).numpy()
-
-
-def _frozen(forward) -> Callable:
-    """Returns `forward` with the model's weights turned into graph constants.
-
-    With constant weights, TensorFlow's graph optimiser can fold each batch
-    normalisation into the convolution before it. EfficientNet-Lite0 then
-    takes about 30% less CPU time per image, for about half a second more
-    start-up and 350 MiB more peak memory (benchmarks/throughput.py on a
-    2-core AMD EPYC, see BENCHMARKS.md). If freezing fails, `forward` is used
-    as it is.
-    """
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
-    try:
-        frozen = convert_variables_to_constants_v2(forward.get_concrete_function())
-    except Exception as error:  # A model the converter cannot handle still runs.
-        logger.warning("Running the model unfrozen: %s", error)
-        return lambda images: forward(images).numpy()
-
-    def run(images):
-        outputs = frozen(tf.convert_to_tensor(images, dtype=tf.uint8))
-        return tf.nest.flatten(outputs)[0].numpy()
-
-    return run
 
 
 def _efficientnet_forward(path: Path) -> Callable:
@@ -147,14 +117,12 @@ def _efficientnet_forward(path: Path) -> Callable:
 
     model = keras.models.load_model(path, compile=False)
 
-    @tf.function(
-        input_signature=[tf.TensorSpec([None, None, None, 3], dtype=tf.uint8)]
-    )
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], dtype=tf.uint8)])
     def forward(images):
         # The converted model normalises pixels in [0, 255] itself.
         return model(tf.cast(images, tf.float32), training=False)
 
-    return _frozen(forward)
+    return lambda images: forward(images).numpy()
 
 
 def load_classifier(name: str, path: str | os.PathLike) -> Classifier:
