@@ -356,7 +356,7 @@ def _decode(
         side = 2 * math.ceil(size / central_fraction)
         image.draft(image.mode, (side, side))
     image.load()
-    image = ImageOps.exif_transpose(image)
+    ImageOps.exif_transpose(image, in_place=True)
     image = _to_rgb(image)
     box = _central_box(image.width, image.height, central_fraction)
     cropped = image.crop(box)
