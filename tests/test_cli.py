@@ -3,8 +3,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -128,7 +130,49 @@ def test_folder_missing_exit_one(cli_env, tmp_path):
     completed = run_cli("-p", tmp_path / "absent", env=cli_env, cwd=tmp_path)
 
     assert completed.returncode == 1
-    assert "absent" in completed.stderr
+    assert "absent does not exist or is not a folder" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert "--unlock" not in completed.stderr
+    assert not (tmp_path / "cache" / "concepts_extraction" / "runs").exists()
+
+
+def test_folder_is_file_exit_one(cli_env, tmp_path, photo_tree):
+    image = photo_tree / "objects" / "coffee.jpg"
+
+    completed = run_cli("-p", image, env=cli_env, cwd=tmp_path)
+
+    assert completed.returncode == 1
+    assert "coffee.jpg does not exist or is not a folder" in completed.stderr
+
+
+def test_killed_run_lock_hint(cli_env, tmp_path, photo_tree):
+    workdir = tmp_path / "work"
+    command = [
+        sys.executable, "-m", "concepts_extraction.cli", "-p", photo_tree,
+        "--model", "efficientnet_lite0", "--workdir", workdir, "--cores", 1,
+    ]  # fmt: skip
+    locks = workdir / ".snakemake" / "locks"
+    with subprocess.Popen(
+        list(map(str, command)),
+        env=cli_env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    ) as killed:
+        deadline = time.monotonic() + 120
+        while not any(locks.glob("*")) and killed.poll() is None:
+            assert time.monotonic() < deadline, "the run never locked its folder"
+            time.sleep(0.05)
+        os.killpg(killed.pid, signal.SIGKILL)
+
+    locked = run_cli(*command[3:], env=cli_env, cwd=tmp_path)
+    assert locked.returncode == 1
+    assert "A killed run left its results locked" in locked.stderr
+
+    unlocked = run_cli(*command[3:], "--unlock", env=cli_env, cwd=tmp_path)
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert "Classified 5 images" in unlocked.stderr
 
 
 def test_parse_rejects_zero_cores(capsys):
@@ -147,6 +191,29 @@ def test_output_folder_fails_before_run(cli_env, tmp_path, photo_tree):
     assert completed.returncode == 1
     assert "must name a file" in completed.stderr
     assert "Traceback" not in completed.stderr
+    assert "rule classify" not in completed.stderr
+
+
+def test_output_image_name_rejected(cli_env, tmp_path, photo_tree):
+    image = photo_tree / "objects" / "coffee.jpg"
+    before = image.read_bytes()
+
+    completed = run_cli("-p", photo_tree, "-j", image, env=cli_env, cwd=tmp_path)
+
+    assert completed.returncode == 1
+    assert "names the image file" in completed.stderr
+    assert image.read_bytes() == before
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_output_unwritable_fails_before_run(cli_env, tmp_path, photo_tree):
+    completed = run_cli(
+        "-p", photo_tree, "-j", "/proc/out.json", "--model", "efficientnet_lite0",
+        env=cli_env, cwd=tmp_path,
+    )  # fmt: skip
+
+    assert completed.returncode == 1
+    assert "/proc/out.json cannot be written" in completed.stderr
     assert "rule classify" not in completed.stderr
 
 

@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -17,6 +18,7 @@ import yaml
 from . import jsonio
 from .aggregate import merge_results, top_concepts
 from .classify import classify_files
+from .discover import is_image_name
 from .googlenet import TFHUB_HANDLE
 from .models import MODEL_NAMES, load_classifier, prepare_model
 
@@ -106,17 +108,41 @@ def check_output(path: str) -> None:
     out = Path(path)
     if out.is_dir():
         raise IsADirectoryError(f"-j must name a file, not the folder {out}.")
-    if not out.absolute().parent.is_dir():
+    if is_image_name(out.name):
+        raise ValueError(
+            f"-j names the image file {out}, which the JSON would replace. Choose "
+            "a path ending in .json."
+        )
+    folder = out.absolute().parent
+    if not folder.is_dir():
         raise FileNotFoundError(
             f"The folder of the -j file {out} does not exist. Create it first."
         )
-    if not os.access(out.absolute().parent, os.W_OK):
-        raise PermissionError(f"The folder of the -j file {out} is not writable.")
+    # Creating a file is the real test, because os.access can allow a folder
+    # where creating a file fails, such as /proc for root.
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{out.name}."):
+            pass
+    except OSError as error:
+        raise PermissionError(
+            f"The -j file {out} cannot be written: {error.strerror or error}. "
+            "Choose a folder where you can create files."
+        ) from None
+
+
+def check_input_folder(path: str) -> Path:
+    """Returns the -p folder as an absolute path, or fails if it is not a folder."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise NotADirectoryError(
+            f"The input folder {folder} does not exist or is not a folder."
+        )
+    return folder.resolve()
 
 
 def run_folder(args: argparse.Namespace) -> dict:
     """Runs the Snakemake workflow on a folder and returns the final document."""
-    input_dir = Path(args.input_path).resolve()
+    input_dir = check_input_folder(args.input_path)
     key = hashlib.sha1(os.fsencode(input_dir), usedforsecurity=False).hexdigest()
     workdir = Path(args.workdir or cache_dir() / "runs" / key[:16]).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -158,11 +184,18 @@ def run_folder(args: argparse.Namespace) -> dict:
         subprocess.run([*command, "--unlock"], stdout=sys.stderr, check=True)
     completed = subprocess.run(command, stdout=sys.stderr)
     if completed.returncode != 0:
-        raise RuntimeError(
+        message = (
             f"The workflow failed with exit status {completed.returncode}; its "
-            f"logs are under {workdir / 'logs'}. If a killed run left its results "
-            "locked, run the same command again with --unlock."
+            f"logs are under {workdir / 'logs'}."
         )
+        # Snakemake removes its own locks when it stops, so a lock left behind
+        # belongs to a killed run and is what stopped this one.
+        if any((workdir / ".snakemake" / "locks").glob("*")):
+            message += (
+                " A killed run left its results locked: run the same command "
+                "again with --unlock."
+            )
+        raise RuntimeError(message)
     return jsonio.read_json(workdir / "results" / "concepts.json")
 
 
