@@ -3,6 +3,7 @@
 Usage: `python -m concepts_extraction.summary FILE`.
 """
 
+import os
 import sys
 
 from . import jsonio
@@ -28,4 +29,10 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except BrokenPipeError:
+        # The reader stopped early (`| head`). Python would report the failed
+        # flush of stdout at exit, so stdout is pointed at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
