@@ -907,7 +907,7 @@ def print_tables(report: dict) -> None:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller runs, ~4 min")
+    parser.add_argument("--quick", action="store_true", help="smaller runs, ~7 min")
     parser.add_argument(
         "--workdir", type=Path, default=REPO / "benchmarks" / "work" / "throughput"
     )

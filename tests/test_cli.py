@@ -168,7 +168,7 @@ def test_killed_run_lock_hint(cli_env, tmp_path, photo_tree):
 
     locked = run_cli(*command[3:], env=cli_env, cwd=tmp_path)
     assert locked.returncode == 1
-    assert "A killed run left its results locked" in locked.stderr
+    assert "run the same command again with --unlock" in locked.stderr
 
     unlocked = run_cli(*command[3:], "--unlock", env=cli_env, cwd=tmp_path)
     assert unlocked.returncode == 0, unlocked.stderr
@@ -203,6 +203,25 @@ def test_output_image_name_rejected(cli_env, tmp_path, photo_tree):
     assert completed.returncode == 1
     assert "names the image file" in completed.stderr
     assert image.read_bytes() == before
+
+
+def test_output_same_as_image_rejected(cli_env, tmp_path, photo_tree):
+    image = tmp_path / "coffee.json"
+    shutil.copy(photo_tree / "objects" / "coffee.jpg", image)
+    before = image.read_bytes()
+
+    completed = run_cli("-i", image, "-j", image, env=cli_env, cwd=tmp_path)
+
+    assert completed.returncode == 1
+    assert "-j and -i name the same file" in completed.stderr
+    assert image.read_bytes() == before
+
+
+def test_parse_rejects_empty_path(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["-p", ""])
+
+    assert "-p must name a path" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")

@@ -115,6 +115,15 @@ def test_load_classifier_missing(tmp_path):
         load_classifier("googlenet", tmp_path / "absent")
 
 
+def test_load_classifier_damaged_copy(tmp_path):
+    damaged = tmp_path / "googlenet"
+    damaged.mkdir()
+    (damaged / "saved_model.pb").write_bytes(b"not a protocol buffer")
+
+    with pytest.raises(RuntimeError, match="Delete it, so that the next run"):
+        load_classifier("googlenet", damaged)
+
+
 def test_load_classifier_unknown_name(tmp_path):
     with pytest.raises(ValueError, match="Received: 'alexnet'"):
         load_classifier("alexnet", tmp_path)

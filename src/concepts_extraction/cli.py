@@ -74,7 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--model-handle",
         default=TFHUB_HANDLE,
-        help="GoogLeNet: URL of a TF-Hub model or .tar.gz, or a SavedModel folder",
+        help="GoogLeNet: URL of a TF-Hub model or .tar.gz, or a SavedModel folder, "
+        "used only while the model cache has no prepared copy",
     )
     parser.add_argument(
         "--non-rgb",
@@ -96,6 +97,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "input path under ~/.cache/concepts_extraction/runs)",
     )
     args = parser.parse_args(argv)
+    for flag, value in (
+        ("-p", args.input_path),
+        ("-i", args.image),
+        ("-j", args.out_json),
+    ):
+        if value == "":
+            parser.error(f"{flag} must name a path. Received an empty string")
     if not 1 <= args.num_concepts <= 1000:
         parser.error(f"-n must be between 1 and 1000. Received: {args.num_concepts}")
     if args.cores != "all" and not (args.cores.isdigit() and int(args.cores) >= 1):
@@ -103,9 +111,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def check_output(path: str) -> None:
+def check_output(path: str, image: str | None) -> None:
     """Fails before the run if the -j file could not be written."""
     out = Path(path)
+    if image and out.exists() and Path(image).exists() and out.samefile(image):
+        raise ValueError(
+            f"-j and -i name the same file {out}, which the JSON would replace. "
+            "Choose another -j path."
+        )
     if out.is_dir():
         raise IsADirectoryError(f"-j must name a file, not the folder {out}.")
     if is_image_name(out.name):
@@ -189,11 +202,12 @@ def run_folder(args: argparse.Namespace) -> dict:
             f"logs are under {workdir / 'logs'}."
         )
         # Snakemake removes its own locks when it stops, so a lock left behind
-        # belongs to a killed run and is what stopped this one.
+        # belongs to a run that is still going or was killed.
         if any((workdir / ".snakemake" / "locks").glob("*")):
             message += (
-                " A killed run left its results locked: run the same command "
-                "again with --unlock."
+                " Another run holds the lock on these results. If no other run "
+                "on this input folder is still going (a killed run leaves its "
+                "lock behind), run the same command again with --unlock."
             )
         raise RuntimeError(message)
     return jsonio.read_json(workdir / "results" / "concepts.json")
@@ -227,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         if args.out_json:
-            check_output(args.out_json)
-        document = run_folder(args) if args.input_path else run_image(args)
+            check_output(args.out_json, args.image)
+        document = run_folder(args) if args.input_path is not None else run_image(args)
         if args.out_json:
             jsonio.write_json(args.out_json, document)
         else:

@@ -135,6 +135,7 @@ def load_classifier(name: str, path: str | os.PathLike) -> Classifier:
 
     Raises:
         FileNotFoundError: if the model has not been prepared.
+        RuntimeError: if the prepared copy cannot be loaded.
     """
     check_model_name(name)
     path = Path(path)
@@ -147,7 +148,14 @@ def load_classifier(name: str, path: str | os.PathLike) -> Classifier:
         )
     loader = _googlenet_forward if name == "googlenet" else _efficientnet_forward
     logger.info("Loading %s from %s", name, path)
-    return Classifier(name, loader(path), PREPROCESSING[name])
+    try:
+        forward = loader(path)
+    except Exception as error:  # TensorFlow and Keras raise many kinds.
+        raise RuntimeError(
+            f"The prepared {name} model at {path} cannot be loaded ({error}). "
+            "Delete it, so that the next run downloads or converts it again."
+        ) from error
+    return Classifier(name, forward, PREPROCESSING[name])
 
 
 def prepare_model(name: str, resources: str | os.PathLike, handle: str) -> Path:
