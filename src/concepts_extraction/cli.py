@@ -237,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command and returns its exit status."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    # TensorFlow's C++ start-up lines (INFO and WARNING) would bury the summary.
+    # TensorFlow's C++ INFO and WARNING lines would bury the summary.
+    # NOTE: TensorFlow 2.21 still prints its first absl lines (oneDNN, CUDA
+    # drivers) whatever this variable says.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         if args.out_json:
