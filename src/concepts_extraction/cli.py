@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     # TensorFlow's C++ INFO and WARNING lines would bury the summary.
     # NOTE: TensorFlow 2.21 still prints its first absl lines (oneDNN, CUDA
-    # drivers) whatever this variable says.
+    # drivers) whatever this variable is set to.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         if args.out_json:
