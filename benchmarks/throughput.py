@@ -493,7 +493,7 @@ def real_photos() -> list[Path]:
 
 
 def _fastest(runs: list[dict], fixed: tuple[str, ...] = ()) -> dict:
-    """Returns the run with the shortest time: other load only adds to it."""
+    """Returns the run with the shortest time, because other load only adds to it."""
     return min(runs, key=lambda run: _variable_s(run, fixed))
 
 

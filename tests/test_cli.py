@@ -164,6 +164,7 @@ def test_killed_run_lock_hint(cli_env, tmp_path, photo_tree):
         while not any(locks.glob("*")) and killed.poll() is None:
             assert time.monotonic() < deadline, "the run never locked its folder"
             time.sleep(0.05)
+        assert killed.poll() is None, "the run ended before it could be killed"
         os.killpg(killed.pid, signal.SIGKILL)
 
     locked = run_cli(*command[3:], env=cli_env, cwd=tmp_path)

@@ -379,8 +379,8 @@ def load_image(
     is never decoded. The EXIF orientation is applied before the crop. JPEGs
     are decoded at a reduced scale in the DCT domain (Pillow's draft mode) as
     long as both sides stay at least twice the side that the crop needs (512
-    pixels for the defaults), which is most of the cost saved on camera photos. A file whose data ends early is rejected, never
-    padded.
+    pixels for the defaults), which is most of the cost saved on camera
+    photos. A file whose data ends early is rejected, never padded.
 
     Args:
         path: the image file.
